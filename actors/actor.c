@@ -1,0 +1,130 @@
+// actors/actor.c — the common actor loop; see actor.h. Runs on the actor's own thread.
+#include "actors/actor.h"
+
+#include <string.h>
+
+typedef struct {
+    const actor_spec_t *spec;
+    actor_ctx_t ctx;
+    void *state;
+    zsock_t *pipe;
+} actor_run_t;
+
+void actor_report_start(zsock_t *pipe, bool ok) {
+    zsock_signal(pipe, 0);
+    zstr_send(pipe, ok ? "READY" : "FAILED");
+}
+
+zactor_t *actor_start(zactor_fn *fn, void *args, const char *name, const logger_t *log) {
+    zactor_t *actor = zactor_new(fn, args);
+    if (!actor) return NULL;
+    zsock_set_rcvtimeo(zactor_sock(actor), 60000);
+    char *status = zstr_recv(actor);
+    bool ready = status && strcmp(status, "READY") == 0;
+    zstr_free(&status);
+    zsock_set_rcvtimeo(zactor_sock(actor), -1);
+    if (!ready) {
+        log_error(log, "actor_failed_to_start", "name=%s", name);
+        zactor_destroy(&actor);
+    }
+    return actor;
+}
+
+static int on_pipe(zloop_t *loop, zsock_t *pipe, void *arg) {
+    char *command = zstr_recv(pipe);
+    if (!command) return -1;   // interrupted
+    int rc = strcmp(command, "$TERM") == 0 ? -1 : 0;
+    zstr_free(&command);
+    return rc;
+}
+
+static void answer_ping(actor_run_t *self, const bus_actor_ping_t *ping) {
+    if (strcmp(ping->target, self->spec->name) != 0 && strcmp(ping->target, "*") != 0) return;
+    bus_msg_t pong;
+    bus_msg_init(&pong, BUS_ACTOR_PONG);
+    snprintf(pong.u.actor_pong.actor, sizeof pong.u.actor_pong.actor, "%s", self->spec->name);
+    pong.u.actor_pong.nonce = ping->nonce;
+    if (bus_publish(self->ctx.bus, &pong) != 0) log_warn(&self->ctx.log, "pong_failed", NULL);
+}
+
+static int on_events(zloop_t *loop, zsock_t *sock, void *arg) {
+    actor_run_t *self = arg;
+    bus_msg_t msg;
+    if (bus_endpoint_recv(self->ctx.bus, sock, &msg) != 0) return 0;   // malformed: counted, dropped
+    if (msg.type == BUS_ACTOR_PING) {
+        answer_ping(self, &msg.u.actor_ping);
+        return 0;
+    }
+    return self->spec->on_event ? self->spec->on_event(&self->ctx, self->state, &msg) : 0;
+}
+
+static int on_inbox(zloop_t *loop, zsock_t *sock, void *arg) {
+    actor_run_t *self = arg;
+    bus_msg_t msg;
+    if (bus_endpoint_recv(self->ctx.bus, sock, &msg) != 0) return 0;
+    if (msg.type == BUS_ACTOR_PING) {
+        answer_ping(self, &msg.u.actor_ping);
+        return 0;
+    }
+    return self->spec->on_command ? self->spec->on_command(&self->ctx, self->state, &msg) : 0;
+}
+
+static int on_timer(zloop_t *loop, int timer_id, void *arg) {
+    actor_run_t *self = arg;
+    return self->spec->on_timer(&self->ctx, self->state);
+}
+
+// Subscriptions: actor.ping plus the spec's own prefixes.
+static bus_endpoint_t *endpoint_for(const actor_spec_t *spec) {
+    const char *subs[32];
+    size_t n = 0;
+    subs[n++] = "actor.ping";
+    for (size_t i = 0; spec->subscriptions && spec->subscriptions[i] && n < 31; i++)
+        subs[n++] = spec->subscriptions[i];
+    subs[n] = NULL;
+    return bus_endpoint_new(spec->name, subs);
+}
+
+static void teardown(actor_run_t *self) {
+    if (self->spec->destroy) self->spec->destroy(&self->ctx, &self->state);
+    db_destroy(&self->ctx.db);
+    bus_endpoint_destroy(&self->ctx.bus);
+}
+
+static int setup(actor_run_t *self, const actor_args_t *args) {
+    self->spec = args->spec;
+    self->ctx.cfg = args->cfg;
+    self->ctx.log = (logger_t){.level = args->cfg->log_level, .who = args->spec->name};
+    self->ctx.bus = endpoint_for(self->spec);
+    if (!self->ctx.bus) return -1;
+    if (self->spec->needs_db) {
+        self->ctx.db = db_new(args->cfg->db_url, &self->ctx.log);
+        if (!self->ctx.db) return -1;
+        db_ensure(self->ctx.db);   // failure is not fatal: reconnects with backoff on use
+    }
+    if (self->spec->create && self->spec->create(&self->ctx, &self->state) != 0) return -1;
+    return 0;
+}
+
+void actor_run(zsock_t *pipe, void *args) {
+    actor_run_t self = {.pipe = pipe};
+    if (setup(&self, args) != 0) {
+        log_error(&self.ctx.log, "actor_start_failed", NULL);
+        teardown(&self);
+        actor_report_start(pipe, false);
+        return;
+    }
+    zloop_t *loop = zloop_new();
+    zloop_reader(loop, pipe, on_pipe, &self);
+    zloop_reader(loop, bus_endpoint_events(self.ctx.bus), on_events, &self);
+    zloop_reader(loop, bus_endpoint_inbox(self.ctx.bus), on_inbox, &self);
+    if (self.spec->timer_ms > 0 && self.spec->on_timer)
+        zloop_timer(loop, (size_t)self.spec->timer_ms, 0, on_timer, &self);
+    zloop_set_nonstop(loop, true);   // stop on $TERM only, not on the process-wide interrupt flag
+    log_info(&self.ctx.log, "actor_started", NULL);
+    actor_report_start(pipe, true);
+    zloop_start(loop);
+    zloop_destroy(&loop);
+    teardown(&self);
+    log_info(&self.ctx.log, "actor_stopped", NULL);
+}

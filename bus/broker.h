@@ -1,0 +1,33 @@
+// bus/broker.h — the bus broker actor: receives every published message (BUS_IN), republishes it
+// to subscribers (BUS_OUT), receives command copies (BUS_TRACE), and serves the trace.
+//
+// Trace: a ZeroMQ ROUTER bound at trace.endpoint. A client (bus/trace_client.h) connects a DEALER
+// and sends one frame "SUB" then a frame with a topic prefix ("" for all). The broker answers with
+// the messages it has kept, oldest first — the start-up messages (everything up to the supervisor's
+// "startup done" command, pinned, up to BUS_TRACE_STARTUP_MAX) and then the last `keep` ones — then
+// live messages as they pass. Each message to a client is [topic, body]. A client that goes away
+// or cannot keep up is dropped; the bus itself never waits for a trace client.
+#ifndef SWEETY_BROKER_H
+#define SWEETY_BROKER_H
+
+#include <czmq.h>
+#include <stdint.h>
+
+#include "common/log.h"
+
+#define BUS_TRACE_STARTUP_MAX 256
+#define BUS_TRACE_CLIENTS_MAX 32
+
+typedef struct {
+    const char *trace_endpoint;   // e.g. "ipc:///tmp/sweetyd-trace"
+    int64_t keep;                 // ring size, >= 1000
+    logger_t log;
+} bus_broker_args_t;
+
+// czmq actor: zactor_new(bus_broker_actor, &args). Signals 0 on the pipe once all sockets are
+// bound (including the trace endpoint), or -1 if a bind failed (then returns).
+// Pipe commands: "$TERM"; "STARTUP-DONE" (stops pinning start-up messages);
+// "STATS" -> replies with a picture "888" (messages in, published, trace clients).
+void bus_broker_actor(zsock_t *pipe, void *args);
+
+#endif

@@ -1,0 +1,23 @@
+// realtime/http.h — the HTTP + WebSocket actor: the only code that touches libwebsockets.
+//
+// One thread runs the lws service loop. Its bus sockets (endpoint SUB + inbox) and its czmq pipe are
+// adopted into that loop as raw file descriptors (ZMQ_FD), so bus messages and HTTP events are
+// handled on the same thread and no lws call is ever made from another thread.
+#ifndef SWEETY_HTTP_H
+#define SWEETY_HTTP_H
+
+#include <czmq.h>
+
+#include "common/log.h"
+#include "conf/config.h"
+
+typedef struct {
+    const config_t *cfg;   // read-only for the process lifetime
+    logger_t log;
+} http_args_t;
+
+// czmq actor. Signals 0 once listening on cfg->http_listen (-1 if the port cannot be bound).
+// On $TERM: stops accepting, finishes in-flight requests (bounded), closes WebSockets with 1001.
+void http_actor(zsock_t *pipe, void *args);
+
+#endif
