@@ -39,6 +39,7 @@ extern char **environ;
 #define CONFIG_MAX_SECRET   (64 * 1024)     // a *_file secret
 #define CONFIG_ENV_PREFIX   "SWEETY_"
 #define MASTER_KEY_BYTES    32
+#define CIDRS_MAX           64              // blocks in http.metrics_from (CIDR_LIST_MAX)
 
 const char *const config_daemon_required[] = {"security.master_key", "security.token_secret", NULL};
 
@@ -58,7 +59,6 @@ typedef enum {
 enum {
     F_MASTER_KEY = 1 << 0,    // base64 of exactly 32 bytes when set
     F_DEFAULT_PUBLIC = 1 << 1,  // default: the value of http.public_url
-    F_AT_LEAST_BASE = 1 << 2,   // must be >= scheduler.retry_base_s
 };
 
 typedef struct {
@@ -73,8 +73,7 @@ typedef struct {
 
 #define FIELD(f) offsetof(config_t, f)
 
-// Order matters where a key depends on an earlier one (cors_origin on public_url, retry_max_s on
-// retry_base_s).
+// Order matters where a key depends on an earlier one (cors_origin on public_url).
 static const key_def_t keys[] = {
     {"db", "url", K_STR, FIELD(db_url), "postgresql:///sweety", 0, 0, 0},
     {"db", "pool", K_INT, FIELD(db_pool), "8", 1, 1000, 0},
@@ -103,7 +102,7 @@ static const key_def_t keys[] = {
     {"scheduler", "max_retries", K_INT, FIELD(scheduler_max_retries), "3", 0, 100, 0},
     {"scheduler", "grace_s", K_INT, FIELD(scheduler_grace_s), "15", 0, 3600, 0},
     {"scheduler", "retry_base_s", K_INT, FIELD(scheduler_retry_base_s), "30", 1, 86400, 0},
-    {"scheduler", "retry_max_s", K_INT, FIELD(scheduler_retry_max_s), "600", 1, 86400, F_AT_LEAST_BASE},
+    {"scheduler", "retry_max_s", K_INT, FIELD(scheduler_retry_max_s), "600", 1, 86400, 0},
     {"trace", "endpoint", K_ENDPOINT, FIELD(trace_endpoint), "ipc:///tmp/sweetyd-trace", 0, 0, 0},
     {"trace", "keep", K_INT, FIELD(trace_keep), "4096", 1000, 1000000, 0},
 };
@@ -131,6 +130,7 @@ typedef struct {
     raw_t val[NKEYS];
     raw_t file[NKEYS];      // the k_file twin; used for K_SECRET only
     const char *path;       // the config file, for messages
+    char where[NKEYS][128]; // where each resolved value came from, for checks across keys
 } layers_t;
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -273,15 +273,15 @@ static bool valid_url(const char *s) {
     return true;
 }
 
+// "address/prefix" or a bare address (a /32 or /128), as realtime/cidr.c reads them.
 static bool valid_cidr(const char *s, size_t n) {
     const char *slash = memchr(s, '/', n);
-    if (!slash) return false;
-    size_t an = (size_t)(slash - s), pn = n - an - 1;
+    size_t an = slash ? (size_t)(slash - s) : n, pn = slash ? n - an - 1 : 0;
     char addr[INET6_ADDRSTRLEN + 1];
-    if (an == 0 || an >= sizeof addr || !all_digits(slash + 1, pn) || pn > 3) return false;
+    if (an == 0 || an >= sizeof addr || (slash && (!all_digits(slash + 1, pn) || pn > 3))) return false;
     memcpy(addr, s, an);
     addr[an] = '\0';
-    int prefix = 0;
+    int prefix = 0;   // a bare address takes the family's full length, always in range
     for (size_t i = 0; i < pn; i++) prefix = prefix * 10 + (slash[1 + i] - '0');
     unsigned char buf[sizeof(struct in6_addr)];
     if (inet_pton(AF_INET, addr, buf) == 1) return prefix <= 32;
@@ -289,8 +289,11 @@ static bool valid_cidr(const char *s, size_t n) {
     return false;
 }
 
+// Comma-separated; an empty list is allowed (nobody matches). At most CIDRS_MAX blocks, the limit
+// of realtime/cidr.h.
 static bool valid_cidrs(const char *s) {
-    for (;;) {
+    if (*s == '\0') return true;
+    for (int count = 1; count <= CIDRS_MAX; count++) {
         size_t n = strcspn(s, ",");
         const char *b = s, *e = s + n;
         while (b < e && (*b == ' ' || *b == '\t')) b++;
@@ -299,6 +302,7 @@ static bool valid_cidrs(const char *s) {
         if (s[n] == '\0') return true;
         s += n + 1;
     }
+    return false;
 }
 
 static bool valid_endpoint(const char *s) {
@@ -532,7 +536,7 @@ static int store_value(config_t *cfg, const key_def_t *k, const char *v, const c
     const char *sec = k->section, *name = k->name;
 
     if (v && *v == '\0' && (k->kind == K_OPTSTR || k->kind == K_SECRET)) v = NULL;
-    if (v && *v == '\0') {
+    if (v && *v == '\0' && k->kind != K_CIDRS) {   // an empty CIDR list lets nobody in
         seterr(err, errlen, "%s: %s.%s: must not be empty", where, sec, name);
         return -1;
     }
@@ -546,11 +550,6 @@ static int store_value(config_t *cfg, const key_def_t *k, const char *v, const c
         if (util_parse_int64(v, k->min, k->max, &x) != 0) {
             seterr(err, errlen, "%s: %s.%s: must be between %lld and %lld, got %.64s", where, sec, name,
                    (long long)k->min, (long long)k->max, v);
-            return -1;
-        }
-        if ((k->flags & F_AT_LEAST_BASE) && x < cfg->scheduler_retry_base_s) {
-            seterr(err, errlen, "%s: %s.%s: must be at least scheduler.retry_base_s (%lld), got %lld",
-                   where, sec, name, (long long)cfg->scheduler_retry_base_s, (long long)x);
             return -1;
         }
         *(int64_t *)base = x;
@@ -586,7 +585,7 @@ static int store_value(config_t *cfg, const key_def_t *k, const char *v, const c
         break;
     case K_CIDRS:
         if (!valid_cidrs(v)) {
-            seterr(err, errlen, "%s: %s.%s: expected comma-separated CIDRs like 127.0.0.0/8,::1/128, got "
+            seterr(err, errlen, "%s: %s.%s: expected comma-separated CIDRs like 127.0.0.0/8,::1/128 (at most 64), got "
                    "\"%.128s\"", where, sec, name, v);
             return -1;
         }
@@ -649,8 +648,10 @@ static int resolve_secret(config_t *cfg, const layers_t *ly, size_t i, char *err
         seterr(err, errlen, "%s: %s.%s_file: %.256s contains a NUL byte", where_f, k->section, k->name, f);
         rc = -1;
     } else {
-        if (len > 0 && content[len - 1] == '\n') content[--len] = '\0';
-        if (len > 0 && content[len - 1] == '\r') content[--len] = '\0';
+        if (len > 0 && content[len - 1] == '\n') {   // one "\n" or "\r\n", no more
+            content[--len] = '\0';
+            if (len > 0 && content[len - 1] == '\r') content[--len] = '\0';
+        }
         char where[200];
         snprintf(where, sizeof where, "%s (file %.64s)", where_f, f);
         rc = store_value(cfg, k, content, where, err, errlen);
@@ -660,21 +661,33 @@ static int resolve_secret(config_t *cfg, const layers_t *ly, size_t i, char *err
     return rc;
 }
 
-static int resolve(config_t *cfg, const layers_t *ly, char *err, size_t errlen) {
+static size_t key_index(const char *section, const char *name) {
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0) return i;
+    abort();   // a typo in this file
+}
+
+static int resolve(config_t *cfg, layers_t *ly, char *err, size_t errlen) {
     for (size_t i = 0; i < NKEYS; i++) {
         const key_def_t *k = &keys[i];
         if (k->kind == K_SECRET) {
             if (resolve_secret(cfg, ly, i, err, errlen) != 0) return -1;
             continue;
         }
-        char where[128];
-        const char *v = pick(&ly->val[i], ly->path, where, sizeof where);
+        char *where = ly->where[i];
+        const char *v = pick(&ly->val[i], ly->path, where, sizeof ly->where[i]);
         if (!v && (k->flags & F_DEFAULT_PUBLIC)) {
             v = cfg->http_public_url;
-            snprintf(where, sizeof where, "default (http.public_url)");
+            snprintf(where, sizeof ly->where[i], "default (http.public_url)");
         }
         if (!v) v = k->def;
         if (store_value(cfg, k, v, where, err, errlen) != 0) return -1;
+    }
+    if (cfg->scheduler_retry_max_s < cfg->scheduler_retry_base_s) {
+        seterr(err, errlen, "%s: scheduler.retry_max_s: must be at least scheduler.retry_base_s (%lld, from %s), "
+               "got %lld", ly->where[key_index("scheduler", "retry_max_s")], (long long)cfg->scheduler_retry_base_s,
+               ly->where[key_index("scheduler", "retry_base_s")], (long long)cfg->scheduler_retry_max_s);
+        return -1;
     }
     return 0;
 }

@@ -14,6 +14,8 @@
 
 #define CONFIG_ERR_MAX 512
 
+// Strings with a default are never NULL. Optional strings (the secrets, cryptomus_merchant) are NULL
+// when unset; an empty value counts as unset.
 typedef struct {
     // [db]
     char *db_url;
@@ -62,7 +64,8 @@ typedef struct {
 // path: the file named with -c, or NULL for the default "conf/sweetyd.conf" (a missing default file
 // is not an error; a missing named file is). Warnings (unknown SWEETY_* variables) go to `lg`.
 // On failure returns -1 and writes a message naming the key (and file:line when it came from the
-// file) into err; *cfg is then left cleared.
+// file) into err; *cfg is then left cleared. *cfg's previous contents are not freed: pass a zeroed
+// or cleared config.
 int config_load(config_t *cfg, const char *path, const logger_t *lg, char *err, size_t errlen);
 
 // Checks that each named key ("security.master_key", ...) has a non-empty value, and for
