@@ -27,13 +27,15 @@ int db_wait(db_t *self, int timeout_ms);
 bool db_is_up(const db_t *self);
 // Successful connections after the first one.
 uint64_t db_reconnects(const db_t *self);
-// Runs "SELECT 1" (statement_timeout 2 s); marks the connection down on failure. 0 or -1.
+// Runs "SELECT 1" with a 2 s deadline (kept on the client side, so a server that stopped
+// answering counts too); marks the connection down on failure. 0 or -1.
 int db_ping(db_t *self);
 
 // Executes a prepared statement, preparing it on this connection first if needed. Text params.
 // Returns a result with status COMMAND_OK or TUPLES_OK (caller PQclear()s it), or NULL on error
 // (logged; a broken connection is marked down). `sqlstate`, when non-NULL, receives the SQLSTATE
-// of a failed statement (6 bytes incl. NUL) or "" .
+// of a failed statement (6 bytes incl. NUL) or "" ; "08006" while the database is unreachable
+// or after the connection was lost inside a transaction (until db_rollback).
 PGresult *db_exec_prepared(db_t *self, const char *name, const char *sql, int nparams,
                            const char *const *params, char sqlstate[6]);
 // Executes SQL without parameters (migrations, BEGIN/COMMIT). Same result rules.
@@ -41,11 +43,20 @@ PGresult *db_exec(db_t *self, const char *sql, char sqlstate[6]);
 // Convenience: runs a command, discards the result. 0 or -1.
 int db_command(db_t *self, const char *sql);
 
+// db_commit fails (-1) when the server rolled the transaction back instead (a statement in it
+// failed) or the connection was lost inside it. db_rollback is safe to call in any state.
 int db_begin(db_t *self);
 int db_commit(db_t *self);
 void db_rollback(db_t *self);
 
 // The raw connection, for storage/ internals only (LISTEN sockets, COPY). NULL while down.
 PGconn *db_conn(db_t *self);
+
+// Closes the connection now (for instance after PQconsumeInput failed on a LISTEN socket); the
+// next db_ensure reconnects at once. Statements are re-prepared as they are used.
+void db_disconnect(db_t *self);
+// The primary message of the last failed statement ("" if none), one line, for error reports.
+// `position`, when non-NULL, receives its 1-based character position in the SQL text or 0.
+const char *db_last_error(const db_t *self, int *position);
 
 #endif

@@ -238,8 +238,8 @@ static int drain_pipes(int fds[2], char *bufs[2], size_t lens[2], int64_t deadli
 
 int harness_run(const char *const *argv, const char *const *env, int timeout_ms, char **out, char **err) {
     int po[2], pe[2];
-    if (pipe(po) != 0) return -1;
-    if (pipe(pe) != 0) {
+    if (pipe2(po, O_CLOEXEC) != 0) return -1;
+    if (pipe2(pe, O_CLOEXEC) != 0) {
         close(po[0]);
         close(po[1]);
         return -1;
