@@ -1,0 +1,159 @@
+// common/token.c — see token.h.
+//
+// base64url is OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock with the alphabet swapped (+/ ↔ -_) and
+// the padding removed/restored; no codec of our own. The signature is compared as text, so a token
+// whose signature segment is a non-canonical encoding of the right bytes is still refused, and
+// tampering with any character of a token fails. The signature is checked before any part of the
+// token is parsed: JSON from a forged token is never read.
+#include "common/token.h"
+
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+
+// {"alg":"HS256","typ":"JWT"}, base64url: every token we issue has this header.
+static const char header_b64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+#define SIG_B64_LEN 43   // 32 bytes, unpadded base64url
+
+static int hmac_sha256(const char *key, const void *data, size_t len, unsigned char mac[32]) {
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    size_t outl = 0;
+    int ok = ctx && EVP_MAC_init(ctx, (const unsigned char *)key, strlen(key), params) == 1 &&
+             EVP_MAC_update(ctx, data, len) == 1 && EVP_MAC_final(ctx, mac, &outl, 32) == 1 &&
+             outl == 32;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(m);
+    return ok ? 0 : -1;
+}
+
+// Unpadded base64url of in[0..n) into out (needs 4*ceil(n/3)+1 bytes). Returns the length.
+static size_t b64url_encode(const unsigned char *in, size_t n, char *out) {
+    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    while (len > 0 && out[len - 1] == '=') len--;
+    for (int i = 0; i < len; i++) {
+        if (out[i] == '+') out[i] = '-';
+        else if (out[i] == '/') out[i] = '_';
+    }
+    out[len] = '\0';
+    return (size_t)len;
+}
+
+// Decodes unpadded base64url in[0..n) (n <= TOKEN_MAX_LEN) into out (needs 3*ceil(n/4) bytes).
+// Returns the decoded length, or -1 when in holds anything else.
+static long b64url_decode(const char *in, size_t n, unsigned char *out) {
+    char buf[TOKEN_MAX_LEN + 4];
+    if (n > TOKEN_MAX_LEN || n % 4 == 1) return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '-') c = '+';
+        else if (c == '_') c = '/';
+        else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return -1;
+        buf[i] = c;
+    }
+    size_t pad = (4 - n % 4) % 4;
+    memset(buf + n, '=', pad);
+    if (n + pad == 0) return 0;
+    int len = EVP_DecodeBlock(out, (const unsigned char *)buf, (int)(n + pad));
+    if (len < 0) return -1;
+    return (long)len - (long)pad;   // EVP_DecodeBlock counts the padding as zero bytes
+}
+
+static bool bid_valid(const char *s, size_t len) {
+    if (len < 1 || len > TOKEN_BID_MAX) return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+int token_issue(const char *secret, const char *booking_id, int64_t now, int64_t ttl_s, char *out,
+                size_t outsize) {
+    if (!secret || !*secret || !booking_id || !out || ttl_s <= 0) return -1;
+    if (!bid_valid(booking_id, strnlen(booking_id, TOKEN_BID_MAX + 1))) return -1;
+    if (now > INT64_MAX - ttl_s) return -1;
+    char claims[128];
+    int n = snprintf(claims, sizeof claims, "{\"bid\":\"%s\",\"exp\":%lld,\"iat\":%lld}", booking_id,
+                     (long long)(now + ttl_s), (long long)now);
+    if (n < 0 || (size_t)n >= sizeof claims) return -1;
+    char buf[256];
+    size_t pos = sizeof header_b64 - 1;
+    memcpy(buf, header_b64, pos);
+    buf[pos++] = '.';
+    pos += b64url_encode((const unsigned char *)claims, (size_t)n, buf + pos);
+    unsigned char mac[32];
+    if (hmac_sha256(secret, buf, pos, mac) != 0) return -1;
+    buf[pos++] = '.';
+    pos += b64url_encode(mac, sizeof mac, buf + pos);
+    if (pos + 1 > outsize) return -1;
+    memcpy(out, buf, pos + 1);
+    return 0;
+}
+
+// Decodes one base64url segment and parses it as a JSON object. NULL if it is anything else.
+static json_t *segment_json(const char *seg, size_t n) {
+    unsigned char raw[TOKEN_MAX_LEN];
+    long len = b64url_decode(seg, n, raw);
+    if (len <= 0) return NULL;
+    json_error_t jerr;
+    json_t *v = json_loadb((const char *)raw, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+int token_verify(const char *secret, const char *token, int64_t now, char booking_id[37]) {
+    if (!secret || !*secret || !token || !booking_id) return -1;
+    size_t len = strnlen(token, TOKEN_MAX_LEN + 1);
+    if (len > TOKEN_MAX_LEN) return -1;
+    const char *dot1 = memchr(token, '.', len);
+    const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token))) return -1;
+    size_t hlen = (size_t)(dot1 - token), clen = (size_t)(dot2 - dot1 - 1);
+    const char *sig = dot2 + 1;
+    size_t slen = len - (size_t)(sig - token);
+    if (hlen == 0 || clen == 0 || slen != SIG_B64_LEN) return -1;
+
+    unsigned char mac[32];
+    char expect[48];
+    if (hmac_sha256(secret, token, (size_t)(dot2 - token), mac) != 0) return -1;
+    b64url_encode(mac, sizeof mac, expect);
+    if (!util_consttime_equal(expect, SIG_B64_LEN, sig, slen)) return -1;
+
+    int rc = -1;
+    json_t *header = segment_json(token, hlen);
+    json_t *claims = segment_json(dot1 + 1, clen);
+    if (!header || !claims) goto done;
+    json_t *alg = json_object_get(header, "alg");
+    if (!json_is_string(alg) || strcmp(json_string_value(alg), "HS256") != 0 ||
+        json_string_length(alg) != 5 || json_object_get(header, "crit"))
+        goto done;
+    json_t *bid = json_object_get(claims, "bid");
+    json_t *exp = json_object_get(claims, "exp");
+    json_t *iat = json_object_get(claims, "iat");
+    if (!json_is_string(bid) || !json_is_integer(exp) || !json_is_integer(iat)) goto done;
+    if (!bid_valid(json_string_value(bid), json_string_length(bid))) goto done;
+    if (json_integer_value(exp) <= now) goto done;
+    if (now <= INT64_MAX - TOKEN_IAT_SKEW_S && json_integer_value(iat) > now + TOKEN_IAT_SKEW_S)
+        goto done;
+    memcpy(booking_id, json_string_value(bid), json_string_length(bid) + 1);
+    rc = 0;
+done:
+    json_decref(header);
+    json_decref(claims);
+    return rc;
+}
