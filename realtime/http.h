@@ -16,7 +16,12 @@ typedef struct {
     logger_t log;
 } http_args_t;
 
-// czmq actor. Signals 0 once listening on cfg->http_listen (-1 if the port cannot be bound).
+// czmq actor: zactor_new(http_actor, &args) (args must outlive it). Signals 0 once listening on
+// cfg->http_listen (-1 if the port cannot be bound, the address list in http.metrics_from is
+// malformed or the bus endpoint cannot be made), then sends "READY" or "FAILED" (a failed actor
+// then returns): zactor_new swallows the signal's status, so callers wait for that string, as
+// actor_start() in actors/actor.h does.
+// Answers actor.ping (target "http" or "*") with actor.pong.
 // On $TERM: stops accepting, finishes in-flight requests (bounded), closes WebSockets with 1001.
 void http_actor(zsock_t *pipe, void *args);
 

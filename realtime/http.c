@@ -1,0 +1,972 @@
+// realtime/http.c — the HTTP actor: the lws server, its routes, /healthz and /metrics.
+//
+// Threading. Everything in this file runs on one thread, the czmq actor thread, which runs the
+// libwebsockets service loop; no lws call is made from anywhere else. Debian's lws 4.1.6 has no
+// external-poll hook, so ZeroMQ is brought into lws's poll set instead: the ZMQ_FD of the actor
+// pipe, of our bus SUB socket and of our inbox are dup()'d and adopted as raw file descriptors on a
+// private protocol ("sweety-bus"). A ZMQ_FD is not a readiness fd but an edge-like "something
+// changed" signal, so on every wake-up we re-read ZMQ_EVENTS and receive until ZMQ_POLLIN clears
+// (ZMQ_POLLIN means a whole message is queued, so no receive ever blocks). An edge can be consumed
+// by our own use of a socket (a send on the pipe, say), so a 100 ms lws_sul timer re-checks all
+// three sockets as a backstop. We adopt dups because lws closes an adopted descriptor when it frees
+// the wsi, and ZeroMQ must keep its own.
+//
+// Requests. Routes are a table: path (exact or prefix), the bounded label used in metrics,
+// accepted methods, handler. A handler only fills in the session's response (status, type, body);
+// the response is written from LWS_CALLBACK_HTTP_WRITEABLE — headers in one turn, then the body in
+// chunks, the last one LWS_WRITE_HTTP_FINAL — and the transaction is then completed (keep-alive)
+// or the connection closed. Request bodies (for the POST routes later issues add) are accumulated
+// up to HTTP_BODY_MAX in LWS_CALLBACK_HTTP_BODY and the route runs at HTTP_BODY_COMPLETION; a
+// larger declared body is answered 413 at once and the connection closed. Every request ends in one
+// log line (event=http_request) and one count in sweety_http_requests_total. WebSockets come in a
+// later issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
+//
+// State. Health (the last db.state), metrics counters, the bus endpoint and the lws objects live in
+// one http_t, reachable from lws callbacks through the context's user pointer. Nothing here is
+// global except lws's process-wide log settings.
+//
+// Shutdown. "$TERM" on the pipe: new connections are refused and new requests get 503; requests in
+// flight get up to HTTP_DRAIN_MS to finish; then the lws context is destroyed (closing the listening
+// socket and every connection) and the bus endpoint with it. (lws_context_deprecate would close the
+// listener early, but lws 4.1 then raises SIGINT in the whole process once the context is idle.)
+#include "realtime/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus/bus.h"
+#include "common/util.h"
+#include "realtime/cidr.h"
+
+#define HTTP_ACTOR_NAME "http"
+#define HTTP_METRICS_FROM_DEFAULT "127.0.0.0/8,::1/128"
+#define HTTP_BODY_MAX (16 * 1024)        // request body limit (CONTRACT.md: 413 too_large)
+#define HTTP_HEADER_MAX 8192             // all request headers of one request
+#define HTTP_HEADER_POOL 32              // requests parsing headers at the same time
+#define HTTP_CHUNK 4096                  // response bytes per writeable turn
+#define HTTP_PAGE_MAX (256 * 1024)       // largest page read from web_root
+#define HTTP_DRAIN_MS 2000               // how long $TERM waits for requests in flight
+#define HTTP_KEEPALIVE_S 5
+#define HTTP_TIMEOUT_S 20
+#define BUS_PROTOCOL "sweety-bus"
+#define BUS_BACKSTOP_US (100 * 1000)     // re-check the ZeroMQ sockets at least this often
+#define BUS_AGAIN_US 1000                // ... or this soon when a pump stopped at its budget
+#define BUS_PUMP_BUDGET 512              // messages per socket per wake-up
+#define METRICS_ACTORS_MAX 64
+#define METRICS_REQUESTS_MAX 128
+#define LOG_PATH_MAX 200
+
+static const char *const webhook_providers[] = {"stripe", "cryptomus", "vapi"};
+static const char *const webhook_outcomes[] = {"applied", "duplicate", "ignored",
+                                               "unknown_target", "bad_signature", "rate_limited"};
+#define WEBHOOK_PROVIDERS (sizeof webhook_providers / sizeof webhook_providers[0])
+#define WEBHOOK_OUTCOMES (sizeof webhook_outcomes / sizeof webhook_outcomes[0])
+
+// ---- types ----------------------------------------------------------------------------------
+
+typedef struct {
+    char name[32];
+    bool up;
+} actor_seen_t;
+
+typedef struct {
+    const char *label;   // a route's label (static string)
+    int status;
+    uint64_t count;
+} request_count_t;
+
+typedef struct http_t {
+    const config_t *cfg;
+    logger_t log;
+    zsock_t *pipe;
+    bus_endpoint_t *bus;
+    cidr_list_t *metrics_acl;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    lws_sorted_usec_list_t backstop;
+    bool terminating;          // $TERM received: draining
+    int64_t drain_deadline_us;
+    int inflight;              // transactions begun and not yet answered
+    // health, from db.state
+    bool db_known, db_up;
+    int64_t db_reconnects;
+    // metrics
+    uint64_t bus_messages[BUS_TYPE_COUNT];
+    actor_seen_t actors[METRICS_ACTORS_MAX];
+    size_t actor_count;
+    request_count_t requests[METRICS_REQUESTS_MAX];
+    size_t request_count;
+    uint64_t webhooks[WEBHOOK_PROVIDERS][WEBHOOK_OUTCOMES];   // filled by the webhook routes
+} http_t;
+
+typedef struct route_t route_t;
+
+// One HTTP connection's state, allocated (zeroed) by lws. With keep-alive it serves one
+// transaction after another; session_end() returns it to all-zero between them.
+typedef struct {
+    bool active;               // a transaction is in progress
+    int64_t t0_us;
+    int method;                // LWSHUMETH_*, -1 when lws could not tell
+    bool head;
+    char *path;                // decoded path without the query string
+    const route_t *route;
+    // request body
+    bool expect_body;
+    bool body_too_large;
+    char *body;
+    size_t body_len;
+    // response
+    bool responding;           // status, type and body are set
+    bool headers_sent;
+    bool no_store;
+    bool close_after;
+    int status;
+    const char *content_type;
+    char allow[64];
+    const char *resp;          // points into resp_owned, or at a static string
+    char *resp_owned;
+    size_t resp_len, resp_sent;
+} session_t;
+
+typedef void (*route_fn)(http_t *self, struct lws *wsi, session_t *s);
+
+struct route_t {
+    const char *path;
+    bool prefix;               // path is a prefix ("/api/") rather than the whole path
+    const char *label;         // metrics label: bounded set, never the raw path
+    unsigned methods;          // accepted methods (METHOD_BIT); 0 = any
+    route_fn handler;
+};
+
+#define METHOD_BIT(m) (1u << (m))
+
+static void route_healthz(http_t *self, struct lws *wsi, session_t *s);
+static void route_metrics(http_t *self, struct lws *wsi, session_t *s);
+static void route_ws_plain(http_t *self, struct lws *wsi, session_t *s);
+static void route_api_not_found(http_t *self, struct lws *wsi, session_t *s);
+static void route_page(http_t *self, struct lws *wsi, session_t *s);
+
+// First match wins.
+static const route_t routes[] = {
+    {"/healthz", false, "/healthz", METHOD_BIT(LWSHUMETH_GET), route_healthz},
+    {"/metrics", false, "/metrics", METHOD_BIT(LWSHUMETH_GET), route_metrics},
+    {"/ws", false, "/ws", METHOD_BIT(LWSHUMETH_GET), route_ws_plain},
+    {"/api", false, "/api/*", 0, route_api_not_found},
+    {"/api/", true, "/api/*", 0, route_api_not_found},
+};
+static const route_t route_fallback = {"/", true, "other", 0, route_page};
+
+static const char *const method_names[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH",
+                                           "DELETE", "CONNECT", "HEAD", ":path"};
+
+static int64_t monotonic_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static http_t *http_of(struct lws *wsi) {
+    return lws_context_user(lws_get_context(wsi));
+}
+
+// ---- lws's own log lines --------------------------------------------------------------------
+
+// lws hands over "[2024/01/02 03:04:05:6789] E: text\n"; we keep the text, in our line format.
+// Runs on whichever thread lws logs from, which is only ever the service thread.
+static void http_lws_log(int level, const char *line) {
+    static const logger_t lws_logger = {.level = SLOG_WARN, .who = HTTP_ACTOR_NAME};
+    const char *text = line;
+    const char *bracket = strstr(line, "] ");
+    if (line[0] == '[' && bracket) {
+        text = bracket + 2;
+        if (text[0] && text[1] == ':' && text[2] == ' ') text += 3;
+    }
+    char clean[512];
+    size_t n = 0;
+    for (; *text && n < sizeof clean - 1; text++) {
+        unsigned char c = (unsigned char)*text;
+        if (c == '\n' || c == '\r') continue;
+        clean[n++] = (c == '"' || c < 0x20) ? '\'' : (char)c;
+    }
+    clean[n] = '\0';
+    log_event(&lws_logger, (level & LLL_ERR) ? SLOG_ERROR : SLOG_WARN, "lws", "msg=\"%s\"", clean);
+}
+
+// ---- metrics --------------------------------------------------------------------------------
+
+static void count_request(http_t *self, const char *label, int status) {
+    for (size_t i = 0; i < self->request_count; i++) {
+        request_count_t *r = &self->requests[i];
+        if (r->label == label && r->status == status) {
+            r->count++;
+            return;
+        }
+    }
+    if (self->request_count == METRICS_REQUESTS_MAX) return;   // bounded; cannot happen with our routes
+    self->requests[self->request_count++] = (request_count_t){label, status, 1};
+}
+
+static void actor_seen(http_t *self, const char *name, bool up) {
+    for (size_t i = 0; i < self->actor_count; i++) {
+        if (strcmp(self->actors[i].name, name) == 0) {
+            self->actors[i].up = up;
+            return;
+        }
+    }
+    if (self->actor_count == METRICS_ACTORS_MAX) return;
+    actor_seen_t *a = &self->actors[self->actor_count++];
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->up = up;
+}
+
+// Prometheus label value: backslash, double quote and newline escaped.
+static void prom_label_value(FILE *f, const char *v) {
+    for (; *v; v++) {
+        if (*v == '\\') fputs("\\\\", f);
+        else if (*v == '"') fputs("\\\"", f);
+        else if (*v == '\n') fputs("\\n", f);
+        else fputc(*v, f);
+    }
+}
+
+static void prom_family(FILE *f, const char *name, const char *type, const char *help) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int metrics_render(const http_t *self, char **out, size_t *len) {
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f) return -1;
+
+    prom_family(f, "sweety_bus_messages_total", "counter", "Bus messages seen by the http actor, by topic.");
+    for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)
+        fprintf(f, "sweety_bus_messages_total{topic=\"%s\"} %" PRIu64 "\n", bus_type_topic((bus_type_t)t),
+                self->bus_messages[t]);
+
+    prom_family(f, "sweety_bus_malformed_total", "counter", "Bus messages dropped because they did not decode.");
+    fprintf(f, "sweety_bus_malformed_total %" PRIu64 "\n", bus_endpoint_malformed(self->bus));
+
+    prom_family(f, "sweety_actor_up", "gauge", "1 after actor.started (or an actor.pong), 0 after actor.stopped.");
+    for (size_t i = 0; i < self->actor_count; i++) {
+        fputs("sweety_actor_up{actor=\"", f);
+        prom_label_value(f, self->actors[i].name);
+        fprintf(f, "\"} %d\n", self->actors[i].up ? 1 : 0);
+    }
+
+    prom_family(f, "sweety_db_up", "gauge", "1 while the database is reachable (last db.state).");
+    fprintf(f, "sweety_db_up %d\n", self->db_known && self->db_up ? 1 : 0);
+    prom_family(f, "sweety_db_reconnects_total", "counter", "Database reconnections (from db.state).");
+    fprintf(f, "sweety_db_reconnects_total %" PRId64 "\n", self->db_reconnects);
+
+    prom_family(f, "sweety_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+    for (size_t i = 0; i < self->request_count; i++) {
+        const request_count_t *r = &self->requests[i];
+        fprintf(f, "sweety_http_requests_total{path=\"%s\",status=\"%d\"} %" PRIu64 "\n", r->label, r->status,
+                r->count);
+    }
+
+    prom_family(f, "sweety_webhooks_total", "counter", "Webhook requests by provider and outcome.");
+    for (size_t p = 0; p < WEBHOOK_PROVIDERS; p++)
+        for (size_t o = 0; o < WEBHOOK_OUTCOMES; o++)
+            if (self->webhooks[p][o])
+                fprintf(f, "sweety_webhooks_total{provider=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+                        webhook_providers[p], webhook_outcomes[o], self->webhooks[p][o]);
+
+    if (fclose(f) != 0) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    *len = size;
+    return 0;
+}
+
+// ---- responses ------------------------------------------------------------------------------
+
+static const char oom_body[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+
+// Takes ownership of body (malloc'ed). A NULL body means an allocation failed: answer 500.
+static void respond(session_t *s, int status, const char *content_type, char *body, size_t len, bool no_store) {
+    free(s->resp_owned);
+    s->resp_owned = body;
+    s->responding = true;
+    s->no_store = no_store;
+    if (!body) {
+        s->status = 500;
+        s->content_type = "application/json; charset=utf-8";
+        s->resp = oom_body;
+        s->resp_len = sizeof oom_body - 1;
+        return;
+    }
+    s->status = status;
+    s->content_type = content_type;
+    s->resp = body;
+    s->resp_len = len;
+}
+
+// Steals the reference to obj.
+static void respond_json(session_t *s, int status, json_t *obj) {
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    respond(s, status, "application/json; charset=utf-8", text, text ? strlen(text) : 0, true);
+}
+
+// {"error":{"code","message"[,"field"]}}
+static void respond_error(session_t *s, int status, const char *code, const char *message, const char *field) {
+    json_t *err = json_pack("{s:s,s:s}", "code", code, "message", message);
+    if (err && field) json_object_set_new(err, "field", json_string(field));
+    respond_json(s, status, err ? json_pack("{s:o}", "error", err) : NULL);
+}
+
+static void allow_header(session_t *s, unsigned methods) {
+    size_t n = 0;
+    s->allow[0] = '\0';
+    for (int m = LWSHUMETH_GET; m <= LWSHUMETH_HEAD; m++) {
+        if (!(methods & METHOD_BIT(m))) continue;
+        int w = snprintf(s->allow + n, sizeof s->allow - n, "%s%s", n ? ", " : "", method_names[m]);
+        if (w < 0 || (size_t)w >= sizeof s->allow - n) break;
+        n += (size_t)w;
+    }
+}
+
+// ---- the log line ---------------------------------------------------------------------------
+
+// A path as it may appear in a key=value log line: bytes outside printable ASCII, quotes and
+// backslashes are percent-encoded; long paths are cut and marked with "...".
+static void log_safe_path(const char *in, char *out, size_t size) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; in && *in; in++) {
+        unsigned char c = (unsigned char)*in;
+        bool plain = c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+        size_t need = plain ? 1 : 3;
+        if (n + need + 4 > size) {
+            memcpy(out + n, "...", 3);
+            n += 3;
+            break;
+        }
+        if (plain) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+// ---- sessions -------------------------------------------------------------------------------
+
+static void session_begin(http_t *self, session_t *s) {
+    memset(s, 0, sizeof *s);
+    s->active = true;
+    s->t0_us = monotonic_us();
+    s->method = -1;
+    s->route = &route_fallback;
+    self->inflight++;
+}
+
+// Ends the transaction (if one is active: log line, and a metrics count when it was answered) and
+// frees what the session holds. Safe to call on an idle session.
+static void session_end(http_t *self, session_t *s, bool aborted) {
+    if (s->active) {
+        char path[LOG_PATH_MAX + 4];
+        log_safe_path(s->path, path, sizeof path);
+        double ms = (double)(monotonic_us() - s->t0_us) / 1000.0;
+        const char *method = s->method >= 0 ? method_names[s->method] : "-";
+        if (aborted) {
+            log_info(&self->log, "http_request", "method=%s path=%s status=%d ms=%.2f aborted=1", method,
+                     path[0] ? path : "-", s->responding ? s->status : 0, ms);
+        } else {
+            log_info(&self->log, "http_request", "method=%s path=%s status=%d ms=%.2f", method,
+                     path[0] ? path : "-", s->status, ms);
+            count_request(self, s->route->label, s->status);
+        }
+        self->inflight--;
+    }
+    free(s->path);
+    free(s->body);
+    free(s->resp_owned);
+    memset(s, 0, sizeof *s);
+}
+
+static const route_t *route_find(const char *path) {
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const route_t *r = &routes[i];
+        if (r->prefix ? strncmp(path, r->path, strlen(r->path)) == 0 : strcmp(path, r->path) == 0) return r;
+    }
+    return &route_fallback;
+}
+
+static void dispatch(http_t *self, struct lws *wsi, session_t *s) {
+    const route_t *r = s->route;
+    int m = s->head ? LWSHUMETH_GET : s->method;   // HEAD is answered like GET, without the body
+    if (r->methods && !(r->methods & METHOD_BIT(m))) {
+        allow_header(s, r->methods | ((r->methods & METHOD_BIT(LWSHUMETH_GET)) ? METHOD_BIT(LWSHUMETH_HEAD) : 0));
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", method_names[s->method], s->allow);
+        respond_error(s, 405, "method_not_allowed", msg, NULL);
+        return;
+    }
+    r->handler(self, wsi, s);
+}
+
+static int start_response(struct lws *wsi, session_t *s) {
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+// Content-Length of the request: 0 when absent. -1 when present but not a number.
+static int request_content_length(struct lws *wsi, int64_t *out) {
+    *out = 0;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) return 0;
+    char text[32];
+    if (lws_hdr_copy(wsi, text, sizeof text, WSI_TOKEN_HTTP_CONTENT_LENGTH) < 0) return -1;
+    return util_parse_int64(text, 0, INT64_MAX, out);
+}
+
+// LWS_CALLBACK_HTTP: the request line and headers are in.
+static int on_http_request(http_t *self, struct lws *wsi, session_t *s) {
+    session_end(self, s, true);   // a previous transaction left unanswered: should not happen
+    session_begin(self, s);
+
+    char *uri = NULL;
+    int ulen = 0;
+    s->method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+    if (s->method < 0 || s->method > LWSHUMETH_HEAD) s->method = -1;
+    s->head = s->method == LWSHUMETH_HEAD;
+    s->path = (s->method >= 0 && uri && ulen >= 0) ? strndup(uri, (size_t)ulen) : strdup("");
+    if (!s->path) {
+        respond(s, 500, NULL, NULL, 0, true);
+        s->close_after = true;
+        return start_response(wsi, s);
+    }
+    s->route = route_find(s->path);
+
+    if (s->method < 0) {
+        s->close_after = true;
+        respond_error(s, 400, "bad_request", "unsupported request method", NULL);
+        return start_response(wsi, s);
+    }
+    if (self->terminating) {
+        s->close_after = true;
+        respond_error(s, 503, "unavailable", "the server is shutting down", NULL);
+        return start_response(wsi, s);
+    }
+    // Bodies: only with a Content-Length, at most HTTP_BODY_MAX. An answer given before a declared
+    // body is read closes the connection: the unread bytes would be taken for the next request.
+    int64_t clen = 0;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        s->close_after = true;
+        respond_error(s, 411, "length_required", "request bodies need a Content-Length", NULL);
+        return start_response(wsi, s);
+    }
+    if (request_content_length(wsi, &clen) != 0) {
+        s->close_after = true;
+        respond_error(s, 400, "bad_request", "invalid Content-Length", NULL);
+        return start_response(wsi, s);
+    }
+    if (clen > HTTP_BODY_MAX) {
+        s->close_after = true;
+        respond_error(s, 413, "too_large", "the request body is larger than 16 KiB", NULL);
+        return start_response(wsi, s);
+    }
+    if (clen > 0) {
+        s->expect_body = true;   // the route runs at LWS_CALLBACK_HTTP_BODY_COMPLETION
+        return 0;
+    }
+    dispatch(self, wsi, s);
+    return start_response(wsi, s);
+}
+
+static int on_http_body(session_t *s, const void *in, size_t len) {
+    if (!s->active || !s->expect_body || s->body_too_large) return 0;
+    if (len > HTTP_BODY_MAX - s->body_len) {
+        s->body_too_large = true;
+        free(s->body);
+        s->body = NULL;
+        s->body_len = 0;
+        return 0;
+    }
+    char *body = realloc(s->body, s->body_len + len + 1);
+    if (!body) return -1;
+    memcpy(body + s->body_len, in, len);
+    s->body_len += len;
+    body[s->body_len] = '\0';
+    s->body = body;
+    return 0;
+}
+
+static int on_http_body_complete(http_t *self, struct lws *wsi, session_t *s) {
+    if (!s->active || s->responding) return 0;
+    if (s->body_too_large) respond_error(s, 413, "too_large", "the request body is larger than 16 KiB", NULL);
+    else dispatch(self, wsi, s);
+    return start_response(wsi, s);
+}
+
+static int write_headers(struct lws *wsi, session_t *s) {
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    if (lws_add_http_common_headers(wsi, (unsigned)s->status, s->content_type, s->resp_len, &p, end)) return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
+                                    (const unsigned char *)"nosniff", 7, &p, end))
+        return -1;
+    if (s->no_store && lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                                   (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (s->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
+                                                   (const unsigned char *)s->allow, (int)strlen(s->allow), &p, end))
+        return -1;
+    if (s->close_after && lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                                      (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
+}
+
+// The answer is out: account for it, then keep the connection for the next request or close it.
+static int finish_response(http_t *self, struct lws *wsi, session_t *s) {
+    bool close_now = s->close_after;
+    session_end(self, s, false);
+    if (close_now) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int on_http_writeable(http_t *self, struct lws *wsi, session_t *s) {
+    if (!s->active || !s->responding) return 0;
+    if (!s->headers_sent) {
+        if (write_headers(wsi, s) != 0) return -1;
+        s->headers_sent = true;
+        if (s->head || s->resp_len == 0) return finish_response(self, wsi, s);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    unsigned char buf[LWS_PRE + HTTP_CHUNK];
+    size_t left = s->resp_len - s->resp_sent;
+    size_t n = left > HTTP_CHUNK ? HTTP_CHUNK : left;
+    bool last = n == left;
+    memcpy(buf + LWS_PRE, s->resp + s->resp_sent, n);
+    if (lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n) return -1;
+    s->resp_sent += n;
+    if (!last) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    return finish_response(self, wsi, s);
+}
+
+// ---- routes ---------------------------------------------------------------------------------
+
+static void route_healthz(http_t *self, struct lws *wsi, session_t *s) {
+    if (self->db_known && self->db_up)
+        respond_json(s, 200, json_pack("{s:s,s:s}", "status", "ok", "db", "ok"));
+    else
+        respond_json(s, 503, json_pack("{s:s,s:s}", "status", "degraded", "db", "down"));
+}
+
+static bool peer_in(const cidr_list_t *acl, struct lws *wsi) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return false;
+    return cidr_list_match(acl, (const struct sockaddr *)&ss, len);
+}
+
+static void route_metrics(http_t *self, struct lws *wsi, session_t *s) {
+    if (!peer_in(self->metrics_acl, wsi)) {
+        respond_error(s, 403, "forbidden", "metrics are not available from this address", NULL);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (metrics_render(self, &text, &len) != 0) text = NULL;
+    respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, true);
+}
+
+// A plain GET on the WebSocket path (upgrades are handled in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE).
+static void route_ws_plain(http_t *self, struct lws *wsi, session_t *s) {
+    respond_error(s, 426, "upgrade_required", "this endpoint speaks WebSocket only", NULL);
+}
+
+static void route_api_not_found(http_t *self, struct lws *wsi, session_t *s) {
+    respond_error(s, 404, "not_found", "no such endpoint", NULL);
+}
+
+static const char builtin_404[] =
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found</title></head>\n"
+    "<body><h1>Page not found</h1><p>There is nothing at this address.</p>"
+    "<p><a href=\"/\">Go to the start page</a></p></body></html>\n";
+
+// Reads a whole regular file of at most max bytes. NULL when absent, unreadable or too large.
+static char *read_small_file(const char *path, size_t max, size_t *len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 && (size_t)st.st_size <= max) {
+        size_t size = (size_t)st.st_size, got = 0;
+        buf = malloc(size + 1);
+        while (buf && got < size) {
+            ssize_t r = read(fd, buf + got, size - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (buf) {
+            buf[got] = '\0';
+            *len = got;
+        }
+    }
+    close(fd);
+    return buf;
+}
+
+// Web pages come in a later issue; until then every other path is the 404 page.
+static void route_page(http_t *self, struct lws *wsi, session_t *s) {
+    size_t len = 0;
+    char *page = NULL;
+    if (self->cfg->http_web_root && *self->cfg->http_web_root) {
+        char path[4096];
+        int n = snprintf(path, sizeof path, "%s/404.html", self->cfg->http_web_root);
+        if (n > 0 && (size_t)n < sizeof path) page = read_small_file(path, HTTP_PAGE_MAX, &len);
+    }
+    if (!page) {
+        len = sizeof builtin_404 - 1;
+        page = malloc(len + 1);
+        if (page) memcpy(page, builtin_404, len + 1);
+    }
+    respond(s, 404, "text/html; charset=utf-8", page, len, false);
+}
+
+// ---- lws protocol callbacks -----------------------------------------------------------------
+
+static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
+    http_t *self = http_of(wsi);
+    session_t *s = user;
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        return self->terminating ? 1 : 0;   // draining: refuse new connections
+    case LWS_CALLBACK_HTTP:
+        return s ? on_http_request(self, wsi, s) : -1;
+    case LWS_CALLBACK_HTTP_BODY:
+        return s ? on_http_body(s, in, len) : -1;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return s ? on_http_body_complete(self, wsi, s) : -1;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return s ? on_http_writeable(self, wsi, s) : 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        // WebSockets come in a later issue: hang up on upgrades for now.
+        log_info(&self->log, "ws_refused", "reason=not_implemented");
+        return -1;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (s) session_end(self, s, true);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+// ---- the bus side ---------------------------------------------------------------------------
+
+static void answer_ping(http_t *self, const bus_actor_ping_t *ping) {
+    if (strcmp(ping->target, HTTP_ACTOR_NAME) != 0 && strcmp(ping->target, "*") != 0) return;
+    bus_msg_t pong;
+    bus_msg_init(&pong, BUS_ACTOR_PONG);
+    snprintf(pong.u.actor_pong.actor, sizeof pong.u.actor_pong.actor, "%s", HTTP_ACTOR_NAME);
+    pong.u.actor_pong.nonce = ping->nonce;
+    if (bus_publish(self->bus, &pong) != 0) log_warn(&self->log, "pong_failed", NULL);
+}
+
+static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
+    if (from_sub && msg->type > BUS_NONE && msg->type < BUS_TYPE_COUNT) self->bus_messages[msg->type]++;
+    switch (msg->type) {
+    case BUS_DB_STATE:
+        if (!self->db_known || self->db_up != msg->u.db_state.up)
+            log_info(&self->log, "db_state", "up=%s reconnects=%" PRId64, msg->u.db_state.up ? "true" : "false",
+                     msg->u.db_state.reconnects);
+        self->db_known = true;
+        self->db_up = msg->u.db_state.up;
+        self->db_reconnects = msg->u.db_state.reconnects;
+        break;
+    case BUS_ACTOR_STARTED:
+        actor_seen(self, msg->u.actor_started.actor, true);
+        break;
+    case BUS_ACTOR_STOPPED:
+        actor_seen(self, msg->u.actor_stopped.actor, false);
+        break;
+    case BUS_ACTOR_PING:
+        answer_ping(self, &msg->u.actor_ping);
+        break;
+    case BUS_ACTOR_PONG:
+        // The supervisor starts http last, so the actor.started of the others came before our SUB
+        // existed; its ping round after start-up shows them to us instead.
+        actor_seen(self, msg->u.actor_pong.actor, true);
+        break;
+    default:
+        break;
+    }
+}
+
+// Receives what one bus socket holds, at most BUS_PUMP_BUDGET messages. True if more is waiting.
+static bool pump_socket(http_t *self, zsock_t *sock, bool from_sub) {
+    for (int i = 0; i < BUS_PUMP_BUDGET; i++) {
+        if (!(zsock_events(sock) & ZMQ_POLLIN)) return false;
+        bus_msg_t msg;
+        int rc = bus_endpoint_recv(self->bus, sock, &msg);
+        if (rc != 0) {
+            log_warn(&self->log, "bus_message_dropped", "error=%s", bus_strerror(rc));
+            continue;
+        }
+        on_bus_message(self, &msg, from_sub);
+    }
+    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
+}
+
+static void begin_shutdown(http_t *self) {
+    if (self->terminating) return;
+    self->terminating = true;
+    self->drain_deadline_us = monotonic_us() + (int64_t)HTTP_DRAIN_MS * 1000;
+    log_info(&self->log, "http_draining", "inflight=%d", self->inflight);
+}
+
+static void pump_pipe(http_t *self) {
+    while (!self->terminating && (zsock_events(self->pipe) & ZMQ_POLLIN)) {
+        zmsg_t *msg = zmsg_recv(self->pipe);
+        if (!msg) return;
+        char *command = zmsg_popstr(msg);
+        if (command && streq(command, "$TERM")) begin_shutdown(self);
+        else log_warn(&self->log, "unknown_command", "command=%.32s", command ? command : "-");
+        zstr_free(&command);
+        zmsg_destroy(&msg);
+    }
+}
+
+// Drains the pipe, the SUB socket and the inbox. True if a socket still holds messages.
+static bool pump_all(http_t *self) {
+    pump_pipe(self);
+    bool more = pump_socket(self, bus_endpoint_events(self->bus), true);
+    more |= pump_socket(self, bus_endpoint_inbox(self->bus), false);
+    return more;
+}
+
+static void on_backstop(lws_sorted_usec_list_t *sul);
+
+static void schedule_backstop(http_t *self, bool soon) {
+    lws_sul_schedule(self->ctx, 0, &self->backstop, on_backstop, soon ? BUS_AGAIN_US : BUS_BACKSTOP_US);
+}
+
+static void on_backstop(lws_sorted_usec_list_t *sul) {
+    http_t *self = lws_container_of(sul, http_t, backstop);
+    schedule_backstop(self, pump_all(self));
+}
+
+static int bus_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
+    if (reason == LWS_CALLBACK_RAW_RX_FILE) {
+        http_t *self = http_of(wsi);
+        if (pump_all(self)) schedule_backstop(self, true);
+    }
+    return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+    {.name = "http", .callback = http_callback, .per_session_data_size = sizeof(session_t)},
+    {.name = BUS_PROTOCOL, .callback = bus_callback},
+    {.name = NULL, .callback = NULL},
+};
+
+// ---- set-up and tear-down -------------------------------------------------------------------
+
+// Turns the configured host into what lws binds: a numeric address, or NULL for every address.
+// ipv4_only is set for IPv4 addresses (then lws must not open an IPv6 socket).
+static int listen_address(const char *host, char *buf, size_t size, const char **iface, bool *ipv4_only) {
+    *iface = NULL;
+    *ipv4_only = false;
+    if (!host || !*host || strcmp(host, "*") == 0 || strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0) return 0;
+    if (strcmp(host, "0.0.0.0") == 0) {
+        *ipv4_only = true;
+        return 0;
+    }
+    size_t len = strlen(host);
+    if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
+        host++;
+        len -= 2;
+    }
+    if (len >= size) return -1;
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, buf, addr) == 1) {
+        *ipv4_only = true;
+        *iface = buf;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, buf, addr) == 1) {
+        *iface = buf;
+        return 0;
+    }
+    struct addrinfo hints, *res = NULL;   // a host name: bind its first address
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    if (getaddrinfo(buf, NULL, &hints, &res) != 0 || !res) return -1;
+    int rc = -1;
+    if (res->ai_family == AF_INET &&
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, buf, (socklen_t)size)) {
+        *ipv4_only = true;
+        rc = 0;
+    } else if (res->ai_family == AF_INET6 &&
+               inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, buf, (socklen_t)size)) {
+        rc = 0;
+    }
+    freeaddrinfo(res);
+    if (rc == 0) *iface = buf;
+    return rc;
+}
+
+static int http_listen(http_t *self) {
+    const config_t *cfg = self->cfg;
+    char addr[INET6_ADDRSTRLEN + 64];
+    const char *iface = NULL;
+    bool ipv4_only = false;
+    if (listen_address(cfg->http_listen_host, addr, sizeof addr, &iface, &ipv4_only) != 0) {
+        log_error(&self->log, "listen_failed", "host=%s port=%d error=unresolvable_host",
+                  cfg->http_listen_host ? cfg->http_listen_host : "-", cfg->http_listen_port);
+        return -1;
+    }
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);   // lws 4.1 has no lws_context_info_defaults
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.user = self;
+    info.server_string = "sweetyd";
+    info.max_http_header_data = HTTP_HEADER_MAX;
+    info.max_http_header_pool = HTTP_HEADER_POOL;
+    info.count_threads = 1;
+    self->ctx = lws_create_context(&info);
+    if (!self->ctx) {
+        log_error(&self->log, "listen_failed", "error=lws_create_context");
+        return -1;
+    }
+
+    memset(&info, 0, sizeof info);
+    info.vhost_name = "sweety";
+    info.port = cfg->http_listen_port;
+    info.iface = iface;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | (ipv4_only ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
+    info.keepalive_timeout = HTTP_KEEPALIVE_S;
+    info.timeout_secs = HTTP_TIMEOUT_S;
+    self->vhost = lws_create_vhost(self->ctx, &info);
+    if (!self->vhost) {
+        log_error(&self->log, "listen_failed", "host=%s port=%d", iface ? iface : "*", cfg->http_listen_port);
+        return -1;
+    }
+    log_info(&self->log, "http_listening", "host=%s port=%d", iface ? iface : "*",
+             lws_get_vhost_listen_port(self->vhost));
+    return 0;
+}
+
+// Brings one ZeroMQ socket's ZMQ_FD (a dup of it) into lws's poll set.
+static int adopt_zmq_socket(http_t *self, zsock_t *sock) {
+    int fd = fcntl((int)zsock_fd(sock), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    lws_sock_file_fd_type desc;
+    memset(&desc, 0, sizeof desc);
+    desc.filefd = fd;
+    // On failure lws has closed fd.
+    return lws_adopt_descriptor_vhost(self->vhost, LWS_ADOPT_RAW_FILE_DESC, desc, BUS_PROTOCOL, NULL) ? 0 : -1;
+}
+
+static void http_destroy(http_t **self_p) {
+    http_t *self = *self_p;
+    if (!self) return;
+    if (self->ctx) {
+        lws_sul_cancel(&self->backstop);
+        lws_context_destroy(self->ctx);   // closes the listener, every connection and the adopted fds
+        self->ctx = NULL;
+    }
+    bus_endpoint_destroy(&self->bus);
+    cidr_list_destroy(&self->metrics_acl);
+    free(self);
+    *self_p = NULL;
+}
+
+static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
+    http_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->pipe = pipe;
+    self->cfg = args->cfg;
+    self->log = args->log;
+
+    const char *from = self->cfg->http_metrics_from ? self->cfg->http_metrics_from : HTTP_METRICS_FROM_DEFAULT;
+    char err[256];
+    self->metrics_acl = cidr_list_new(from, err, sizeof err);
+    if (!self->metrics_acl) {
+        log_error(&self->log, "config_invalid", "key=http.metrics_from error=\"%s\"", err);
+        goto fail;
+    }
+    self->bus = bus_endpoint_new(HTTP_ACTOR_NAME, (const char *[]){"", NULL});
+    if (!self->bus) {
+        log_error(&self->log, "bus_endpoint_failed", NULL);
+        goto fail;
+    }
+    lws_set_log_level(LLL_ERR | LLL_WARN, http_lws_log);
+    if (http_listen(self) != 0) goto fail;
+    if (adopt_zmq_socket(self, self->pipe) != 0 || adopt_zmq_socket(self, bus_endpoint_events(self->bus)) != 0 ||
+        adopt_zmq_socket(self, bus_endpoint_inbox(self->bus)) != 0) {
+        log_error(&self->log, "adopt_failed", "errno=%d", errno);
+        goto fail;
+    }
+    schedule_backstop(self, false);
+    actor_seen(self, HTTP_ACTOR_NAME, true);
+    return self;
+fail:
+    http_destroy(&self);
+    return NULL;
+}
+
+// Start handshake: the signal (consumed by zactor_new), then "READY" or "FAILED" for actor_start().
+static void report_start(zsock_t *pipe, bool ok) {
+    zsock_signal(pipe, ok ? 0 : (byte)-1);
+    zstr_send(pipe, ok ? "READY" : "FAILED");
+}
+
+void http_actor(zsock_t *pipe, void *args) {
+    http_t *self = http_new(pipe, args);
+    if (!self) {
+        report_start(pipe, false);
+        return;
+    }
+    log_info(&self->log, "actor_started", NULL);
+    report_start(pipe, true);
+    pump_all(self);   // our sends on the pipe may have consumed its edge
+
+    while (true) {
+        if (lws_service(self->ctx, 0) < 0) {
+            log_error(&self->log, "lws_service_failed", NULL);
+            break;
+        }
+        if (self->terminating && (self->inflight <= 0 || monotonic_us() >= self->drain_deadline_us)) break;
+    }
+    if (self->inflight > 0) log_warn(&self->log, "http_drain_timeout", "inflight=%d", self->inflight);
+    http_destroy(&self);
+    log_info(&((const http_args_t *)args)->log, "actor_stopped", NULL);
+}
