@@ -171,7 +171,7 @@ static int start(supervisor_t *self) {
     if (!self->db || run_migrations(self) != 0) return -1;
     self->broker_args = (bus_broker_args_t){
         .trace_endpoint = self->cfg->trace_endpoint, .keep = self->cfg->trace_keep, .log = {self->cfg->log_level, "bus"}};
-    self->broker = actor_start(bus_broker_actor, &self->broker_args, "bus", &self->log);
+    self->broker = bus_broker_new(&self->broker_args);
     if (!self->broker) return -1;
     self->bus = bus_endpoint_new("supervisor", (const char *const[]){"actor.pong", NULL});
     if (!self->bus || start_actors(self) != 0 || ping_all(self) != 0) return -1;

@@ -69,13 +69,13 @@ static int cmd_plan_set(ctl_t *ctl, int argc, char **argv) {
         switch (opt) {
         case 'p':
             if (util_parse_int64(optarg, 0, 100000000, &v) != 0) return CTL_USAGE;
-            upd.has_price_cents = true;
+            upd.set_price = true;
             upd.price_cents = v;
             break;
         case 'd':
             if (util_parse_int64(optarg, 10, 43200, &v) != 0) return CTL_USAGE;
-            upd.has_duration_seconds = true;
-            upd.duration_seconds = v;
+            upd.set_duration = true;
+            upd.duration_seconds = (int)v;
             break;
         case 'a': upd.assistant_id = optarg; break;
         case 'c': upd.currency = optarg; break;

@@ -165,7 +165,7 @@ static void test_check_config_accepts_good_and_names_bad_keys(void **state) {
     snprintf(bad, sizeof bad, "%s[http]\nlisten = 127.0.0.1:8080\nbogus = 1\n", good);
     assert_int_equal(check_config(bad, &err), 1);
     assert_non_null(strstr(err, "bogus"));
-    assert_non_null(strstr(err, ":5"));   // the line number
+    assert_non_null(strstr(err, ":6"));   // the line number
     free(err);
 
     assert_int_equal(check_config("[security]\ntoken_secret = t\n", &err), 1);
