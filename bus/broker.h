@@ -28,6 +28,15 @@ typedef struct {
 // bound (including the trace endpoint), or -1 if a bind failed (then returns).
 // Pipe commands: "$TERM"; "STARTUP-DONE" (stops pinning start-up messages);
 // "STATS" -> replies with a picture "888" (messages in, published, trace clients).
+// Both STARTUP-DONE and STATS first take in every message already queued to the broker, so what a
+// thread published before the command was sent is pinned / counted. Messages published after it
+// may be pinned too until the broker has handled it; a STATS round trip after STARTUP-DONE is a
+// barrier when that matters (tests).
 void bus_broker_actor(zsock_t *pipe, void *args);
+
+// Starts bus_broker_actor and returns it once its sockets are bound, or NULL (after a log line
+// naming the endpoint) when a bind failed: zactor_new alone cannot tell, as it discards the status
+// the actor signals. Destroy with zactor_destroy.
+zactor_t *bus_broker_new(const bus_broker_args_t *args);
 
 #endif
