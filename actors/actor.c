@@ -89,6 +89,7 @@ static void teardown(actor_run_t *self) {
     if (self->spec->destroy) self->spec->destroy(&self->ctx, &self->state);
     db_destroy(&self->ctx.db);
     bus_endpoint_destroy(&self->ctx.bus);
+    zloop_destroy(&self->ctx.loop);
 }
 
 static int setup(actor_run_t *self, const actor_args_t *args) {
@@ -97,6 +98,8 @@ static int setup(actor_run_t *self, const actor_args_t *args) {
     self->ctx.log = (logger_t){.level = args->cfg->log_level, .who = args->spec->name};
     self->ctx.bus = endpoint_for(self->spec);
     if (!self->ctx.bus) return -1;
+    self->ctx.loop = zloop_new();
+    if (!self->ctx.loop) return -1;
     if (self->spec->needs_db) {
         self->ctx.db = db_new(args->cfg->db_url, &self->ctx.log);
         if (!self->ctx.db) return -1;
@@ -114,7 +117,7 @@ void actor_run(zsock_t *pipe, void *args) {
         actor_report_start(pipe, false);
         return;
     }
-    zloop_t *loop = zloop_new();
+    zloop_t *loop = self.ctx.loop;
     zloop_reader(loop, pipe, on_pipe, &self);
     zloop_reader(loop, bus_endpoint_events(self.ctx.bus), on_events, &self);
     zloop_reader(loop, bus_endpoint_inbox(self.ctx.bus), on_inbox, &self);
@@ -124,7 +127,6 @@ void actor_run(zsock_t *pipe, void *args) {
     log_info(&self.ctx.log, "actor_started", NULL);
     actor_report_start(pipe, true);
     zloop_start(loop);
-    zloop_destroy(&loop);
     teardown(&self);
     log_info(&self.ctx.log, "actor_stopped", NULL);
 }

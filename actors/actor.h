@@ -22,6 +22,7 @@ typedef struct {
     logger_t log;
     bus_endpoint_t *bus;
     db_t *db;                // this thread's own connection; NULL unless spec->needs_db
+    zloop_t *loop;           // the actor's loop (for httpc and extra timers)
 } actor_ctx_t;
 
 typedef struct {

@@ -3,6 +3,7 @@
 //   sweetyd [-c FILE]                   run until SIGTERM/SIGINT, drain, exit 0
 //   sweetyd --check-config [-c FILE]    validate the configuration, exit 0 or 1
 //   sweetyd --version
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,7 +46,9 @@ int main(int argc, char **argv) {
         config_clear(&cfg);
         return 0;
     }
+    curl_global_init(CURL_GLOBAL_DEFAULT);   // before any thread starts (actors use libcurl)
     int rc = supervisor_run(&cfg);
+    curl_global_cleanup();
     config_clear(&cfg);
     return rc;
 }

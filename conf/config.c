@@ -103,6 +103,8 @@ static const key_def_t keys[] = {
     {"scheduler", "grace_s", K_INT, FIELD(scheduler_grace_s), "15", 0, 3600, 0},
     {"scheduler", "retry_base_s", K_INT, FIELD(scheduler_retry_base_s), "30", 1, 86400, 0},
     {"scheduler", "retry_max_s", K_INT, FIELD(scheduler_retry_max_s), "600", 1, 86400, 0},
+    {"payments", "reconcile_after_s", K_INT, FIELD(payments_reconcile_after_s), "180", 1, 86400, 0},
+    {"payments", "reconcile_every_s", K_INT, FIELD(payments_reconcile_every_s), "15", 1, 3600, 0},
     {"trace", "endpoint", K_ENDPOINT, FIELD(trace_endpoint), "ipc:///tmp/sweetyd-trace", 0, 0, 0},
     {"trace", "keep", K_INT, FIELD(trace_keep), "4096", 1000, 1000000, 0},
 };

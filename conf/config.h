@@ -55,6 +55,9 @@ typedef struct {
     int64_t scheduler_grace_s;
     int64_t scheduler_retry_base_s;
     int64_t scheduler_retry_max_s;
+    // [payments]
+    int64_t payments_reconcile_after_s;   // a booking unpaid this long is checked with its provider
+    int64_t payments_reconcile_every_s;   // how often the reconciliation sweep runs
     // [trace]
     char *trace_endpoint;
     int64_t trace_keep;           // messages kept for late trace clients (>= 1000)
