@@ -1,4 +1,5 @@
-// realtime/http.c — the HTTP actor: the lws server, its routes, /healthz and /metrics.
+// realtime/http.c — the HTTP actor: the lws server, its routes, /healthz and /metrics, and the
+// hand-over of API and webhook requests to the payments actor.
 //
 // Threading. Everything in this file runs on one thread, the czmq actor thread, which runs the
 // libwebsockets service loop; no lws call is made from anywhere else. Debian's lws 4.1.6 has no
@@ -12,26 +13,42 @@
 // the wsi, and ZeroMQ must keep its own.
 //
 // Requests. Routes are a table: path (exact or prefix), the bounded label used in metrics,
-// accepted methods, handler. A handler only fills in the session's response (status, type, body);
+// accepted methods, handler, body limit, flags. A handler either fills in the session's response
+// (status, type, body) or hands the request to another actor (http_forward) and leaves it parked;
 // the response is written from LWS_CALLBACK_HTTP_WRITEABLE — headers in one turn, then the body in
 // chunks, the last one LWS_WRITE_HTTP_FINAL — and the transaction is then completed (keep-alive)
-// or the connection closed. Request bodies (for the POST routes later issues add) are accumulated
-// up to HTTP_BODY_MAX in LWS_CALLBACK_HTTP_BODY and the route runs at HTTP_BODY_COMPLETION; a
-// larger declared body is answered 413 at once and the connection closed. Every request ends in one
-// log line (event=http_request) and one count in sweety_http_requests_total. WebSockets come in a
-// later issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
+// or the connection closed. Request bodies are accumulated up to the route's limit (16 KiB, 256 KiB
+// for webhooks) in LWS_CALLBACK_HTTP_BODY and the route runs at HTTP_BODY_COMPLETION; a larger
+// declared body is answered 413 at once and the connection closed. The request headers a route
+// needs (Origin, Content-Type, Authorization, Idempotency-Key, Stripe-Signature) are copied into
+// the session when the request arrives, so nothing depends on lws keeping them. Every request ends
+// in one log line (event=http_request) and one count in sweety_http_requests_total. WebSockets come
+// in a later issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
 //
-// State. Health (the last db.state), metrics counters, the bus endpoint and the lws objects live in
-// one http_t, reachable from lws callbacks through the context's user pointer. Nothing here is
-// global except lws's process-wide log settings.
+// Hand-over. The work behind /api/* and /webhooks/* is done by the payments actor. A request gets
+// an id from the pending table (pending.h), its command goes to payments' inbox (bus_send_to, at
+// most HTTP_SEND_TIMEOUT_MS), and the connection waits. HTTP_REPLY on our inbox names the id; its
+// status and body (a complete JSON document) become the response, and lws_callback_on_writable
+// sends it. A client that leaves first turns its entry into an orphan (the reply is then still
+// accounted, never written); no reply within reply_timeout_ms is a 503; a full table is a 503.
+// CORS for /api/*: the one allowed origin gets Access-Control-Allow-Origin (and preflights their
+// Allow-* headers); other origins get none, so browsers refuse the answer.
+//
+// State. Health (the last db.state), metrics counters, the pending table, the rate limiters, the
+// plans cache, the bus endpoint and the lws objects live in one http_t (http_internal.h), reachable
+// from lws callbacks through the context's user pointer. Nothing here is global except lws's
+// process-wide log settings.
 //
 // Shutdown. "$TERM" on the pipe: new connections are refused and new requests get 503; requests in
-// flight get up to HTTP_DRAIN_MS to finish; then the lws context is destroyed (closing the listening
-// socket and every connection) and the bus endpoint with it. (lws_context_deprecate would close the
-// listener early, but lws 4.1 then raises SIGINT in the whole process once the context is idle.)
+// flight (also those waiting for payments) get up to HTTP_DRAIN_MS to finish; those still waiting
+// then get 503 and a last HTTP_DRAIN_GRACE_MS to be written; then the lws context is destroyed
+// (closing the listening socket and every connection) and the bus endpoint with it.
+// (lws_context_deprecate would close the listener early, but lws 4.1 then raises SIGINT in the
+// whole process once the context is idle.)
 #include "realtime/http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -49,110 +66,34 @@
 #include <unistd.h>
 
 #include "bus/bus.h"
+#include "common/token.h"
 #include "common/util.h"
 #include "realtime/cidr.h"
+#include "realtime/http_internal.h"
+#include "realtime/webhook_verify.h"
 
-#define HTTP_ACTOR_NAME "http"
 #define HTTP_METRICS_FROM_DEFAULT "127.0.0.0/8,::1/128"
-#define HTTP_BODY_MAX (16 * 1024)        // request body limit (CONTRACT.md: 413 too_large)
 #define HTTP_HEADER_MAX 8192             // all request headers of one request
 #define HTTP_HEADER_POOL 32              // requests parsing headers at the same time
 #define HTTP_CHUNK 4096                  // response bytes per writeable turn
 #define HTTP_PAGE_MAX (256 * 1024)       // largest page read from web_root
-#define HTTP_DRAIN_MS 2000               // how long $TERM waits for requests in flight
+#define HTTP_DRAIN_MS 4000               // how long $TERM waits for requests in flight
+#define HTTP_DRAIN_GRACE_MS 500          // then to write the 503s of requests still waiting
 #define HTTP_KEEPALIVE_S 5
 #define HTTP_TIMEOUT_S 20
 #define BUS_PROTOCOL "sweety-bus"
 #define BUS_BACKSTOP_US (100 * 1000)     // re-check the ZeroMQ sockets at least this often
 #define BUS_AGAIN_US 1000                // ... or this soon when a pump stopped at its budget
 #define BUS_PUMP_BUDGET 512              // messages per socket per wake-up
-#define METRICS_ACTORS_MAX 64
-#define METRICS_REQUESTS_MAX 128
 #define LOG_PATH_MAX 200
 
-static const char *const webhook_providers[] = {"stripe", "cryptomus", "vapi"};
-static const char *const webhook_outcomes[] = {"applied", "duplicate", "ignored",
-                                               "unknown_target", "bad_signature", "rate_limited"};
-#define WEBHOOK_PROVIDERS (sizeof webhook_providers / sizeof webhook_providers[0])
-#define WEBHOOK_OUTCOMES (sizeof webhook_outcomes / sizeof webhook_outcomes[0])
+static const char *const webhook_providers[PROVIDER_COUNT] = {"stripe", "cryptomus", "vapi"};
+static const char *const webhook_outcomes[OUTCOME_COUNT] = {
+    "applied", "duplicate", "ignored", "unknown_target", "bad_signature", "rate_limited",
+    "invalid_payload", "unavailable"};
+static const char *const upstream_failures[UPSTREAM_COUNT] = {"send_failed", "table_full", "timeout"};
 
-// ---- types ----------------------------------------------------------------------------------
-
-typedef struct {
-    char name[32];
-    bool up;
-} actor_seen_t;
-
-typedef struct {
-    const char *label;   // a route's label (static string)
-    int status;
-    uint64_t count;
-} request_count_t;
-
-typedef struct http_t {
-    const config_t *cfg;
-    logger_t log;
-    zsock_t *pipe;
-    bus_endpoint_t *bus;
-    cidr_list_t *metrics_acl;
-    struct lws_context *ctx;
-    struct lws_vhost *vhost;
-    lws_sorted_usec_list_t backstop;
-    bool terminating;          // $TERM received: draining
-    int64_t drain_deadline_us;
-    int inflight;              // transactions begun and not yet answered
-    // health, from db.state
-    bool db_known, db_up;
-    int64_t db_reconnects;
-    // metrics
-    uint64_t bus_messages[BUS_TYPE_COUNT];
-    actor_seen_t actors[METRICS_ACTORS_MAX];
-    size_t actor_count;
-    request_count_t requests[METRICS_REQUESTS_MAX];
-    size_t request_count;
-    uint64_t webhooks[WEBHOOK_PROVIDERS][WEBHOOK_OUTCOMES];   // filled by the webhook routes
-} http_t;
-
-typedef struct route_t route_t;
-
-// One HTTP connection's state, allocated (zeroed) by lws. With keep-alive it serves one
-// transaction after another; session_end() returns it to all-zero between them.
-typedef struct {
-    bool active;               // a transaction is in progress
-    int64_t t0_us;
-    int method;                // LWSHUMETH_*, -1 when lws could not tell
-    bool head;
-    char *path;                // decoded path without the query string
-    const route_t *route;
-    // request body
-    bool expect_body;
-    bool body_too_large;
-    char *body;
-    size_t body_len;
-    // response
-    bool responding;           // status, type and body are set
-    bool headers_sent;
-    bool no_store;
-    bool close_after;
-    int status;
-    const char *content_type;
-    char allow[64];
-    const char *resp;          // points into resp_owned, or at a static string
-    char *resp_owned;
-    size_t resp_len, resp_sent;
-} session_t;
-
-typedef void (*route_fn)(http_t *self, struct lws *wsi, session_t *s);
-
-struct route_t {
-    const char *path;
-    bool prefix;               // path is a prefix ("/api/") rather than the whole path
-    const char *label;         // metrics label: bounded set, never the raw path
-    unsigned methods;          // accepted methods (METHOD_BIT); 0 = any
-    route_fn handler;
-};
-
-#define METHOD_BIT(m) (1u << (m))
+// ---- routes ---------------------------------------------------------------------------------
 
 static void route_healthz(http_t *self, struct lws *wsi, session_t *s);
 static void route_metrics(http_t *self, struct lws *wsi, session_t *s);
@@ -160,15 +101,24 @@ static void route_ws_plain(http_t *self, struct lws *wsi, session_t *s);
 static void route_api_not_found(http_t *self, struct lws *wsi, session_t *s);
 static void route_page(http_t *self, struct lws *wsi, session_t *s);
 
+#define GET_ METHOD_BIT(LWSHUMETH_GET)
+#define POST_ METHOD_BIT(LWSHUMETH_POST)
+
 // First match wins.
 static const route_t routes[] = {
-    {"/healthz", false, "/healthz", METHOD_BIT(LWSHUMETH_GET), route_healthz},
-    {"/metrics", false, "/metrics", METHOD_BIT(LWSHUMETH_GET), route_metrics},
-    {"/ws", false, "/ws", METHOD_BIT(LWSHUMETH_GET), route_ws_plain},
-    {"/api", false, "/api/*", 0, route_api_not_found},
-    {"/api/", true, "/api/*", 0, route_api_not_found},
+    {"/healthz", false, "/healthz", GET_, route_healthz, 0, 0},
+    {"/metrics", false, "/metrics", GET_, route_metrics, 0, 0},
+    {"/ws", false, "/ws", GET_, route_ws_plain, 0, 0},
+    {"/api/plans", false, "/api/plans", GET_, route_plans, 0, ROUTE_API},
+    {"/api/bookings", false, "/api/bookings", POST_, route_bookings, 0, ROUTE_API},
+    // {id} (GET) and {id}/cancel (POST): the handler tells them apart and sets the precise label
+    {"/api/bookings/", true, "/api/bookings/{id}", GET_ | POST_, route_booking_item, 0, ROUTE_API},
+    {"/webhooks/stripe", false, "/webhooks/stripe", POST_, route_webhook_stripe, HTTP_WEBHOOK_BODY_MAX, 0},
+    {"/webhooks/cryptomus", false, "/webhooks/cryptomus", POST_, route_webhook_cryptomus, HTTP_WEBHOOK_BODY_MAX, 0},
+    {"/api", false, "/api/*", 0, route_api_not_found, 0, ROUTE_API},
+    {"/api/", true, "/api/*", 0, route_api_not_found, 0, ROUTE_API},
 };
-static const route_t route_fallback = {"/", true, "other", 0, route_page};
+static const route_t route_fallback = {"/", true, "other", 0, route_page, 0, 0};
 
 static const char *const method_names[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH",
                                            "DELETE", "CONNECT", "HEAD", ":path"};
@@ -177,6 +127,10 @@ static int64_t monotonic_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t http_monotonic_ms(void) {
+    return monotonic_us() / 1000;
 }
 
 static http_t *http_of(struct lws *wsi) {
@@ -281,11 +235,19 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
     }
 
     prom_family(f, "sweety_webhooks_total", "counter", "Webhook requests by provider and outcome.");
-    for (size_t p = 0; p < WEBHOOK_PROVIDERS; p++)
-        for (size_t o = 0; o < WEBHOOK_OUTCOMES; o++)
+    for (size_t p = 0; p < PROVIDER_COUNT; p++)
+        for (size_t o = 0; o < OUTCOME_COUNT; o++)
             if (self->webhooks[p][o])
                 fprintf(f, "sweety_webhooks_total{provider=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
                         webhook_providers[p], webhook_outcomes[o], self->webhooks[p][o]);
+
+    prom_family(f, "sweety_http_pending", "gauge", "Requests waiting for an answer from another actor.");
+    fprintf(f, "sweety_http_pending %zu\n", pending_count(self->pending));
+    prom_family(f, "sweety_http_upstream_failures_total", "counter",
+                "Requests answered 503 because the actor behind them could not take or answer them.");
+    for (size_t i = 0; i < UPSTREAM_COUNT; i++)
+        fprintf(f, "sweety_http_upstream_failures_total{reason=\"%s\"} %" PRIu64 "\n", upstream_failures[i],
+                self->upstream_failures[i]);
 
     if (fclose(f) != 0) {
         free(buf);
@@ -300,15 +262,16 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
 
 static const char oom_body[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
 
-// Takes ownership of body (malloc'ed). A NULL body means an allocation failed: answer 500.
-static void respond(session_t *s, int status, const char *content_type, char *body, size_t len, bool no_store) {
+static const char json_content_type[] = "application/json; charset=utf-8";
+
+void http_respond(session_t *s, int status, const char *content_type, char *body, size_t len, bool no_store) {
     free(s->resp_owned);
     s->resp_owned = body;
     s->responding = true;
     s->no_store = no_store;
     if (!body) {
         s->status = 500;
-        s->content_type = "application/json; charset=utf-8";
+        s->content_type = json_content_type;
         s->resp = oom_body;
         s->resp_len = sizeof oom_body - 1;
         return;
@@ -321,16 +284,29 @@ static void respond(session_t *s, int status, const char *content_type, char *bo
 
 // Steals the reference to obj.
 static void respond_json(session_t *s, int status, json_t *obj) {
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(obj);
-    respond(s, status, "application/json; charset=utf-8", text, text ? strlen(text) : 0, true);
+    http_respond(s, status, json_content_type, text, text ? strlen(text) : 0, true);
 }
 
-// {"error":{"code","message"[,"field"]}}
-static void respond_error(session_t *s, int status, const char *code, const char *message, const char *field) {
-    json_t *err = json_pack("{s:s,s:s}", "code", code, "message", message);
-    if (err && field) json_object_set_new(err, "field", json_string(field));
-    respond_json(s, status, err ? json_pack("{s:o}", "error", err) : NULL);
+void http_respond_json_text(session_t *s, int status, const char *json, size_t len) {
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, json, len);
+        copy[len] = '\0';
+    }
+    http_respond(s, status, json_content_type, copy, len, true);
+}
+
+void http_respond_api_error(session_t *s, const api_error_t *e) {
+    char *text = api_error_json(e);
+    http_respond(s, e->http_status, json_content_type, text, text ? strlen(text) : 0, true);
+}
+
+void http_respond_error(session_t *s, int status, const char *code, const char *message, const char *field) {
+    api_error_t e;
+    api_error_set(&e, status, code, field, message);
+    http_respond_api_error(s, &e);
 }
 
 static void allow_header(session_t *s, unsigned methods) {
@@ -342,6 +318,15 @@ static void allow_header(session_t *s, unsigned methods) {
         if (w < 0 || (size_t)w >= sizeof s->allow - n) break;
         n += (size_t)w;
     }
+}
+
+void http_respond_method_not_allowed(session_t *s, unsigned methods) {
+    // a GET route answers HEAD too
+    allow_header(s, methods | ((methods & METHOD_BIT(LWSHUMETH_GET)) ? METHOD_BIT(LWSHUMETH_HEAD) : 0));
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", s->method >= 0 ? method_names[s->method] : "-",
+             s->allow);
+    http_respond_error(s, 405, "method_not_allowed", msg, NULL);
 }
 
 // ---- the log line ---------------------------------------------------------------------------
@@ -379,12 +364,16 @@ static void session_begin(http_t *self, session_t *s) {
     s->t0_us = monotonic_us();
     s->method = -1;
     s->route = &route_fallback;
+    s->label = route_fallback.label;
+    s->body_max = HTTP_BODY_MAX;
     self->inflight++;
 }
 
 // Ends the transaction (if one is active: log line, and a metrics count when it was answered) and
-// frees what the session holds. Safe to call on an idle session.
+// frees what the session holds. A request still waiting for another actor's answer becomes an
+// orphan in the pending table (its answer will be accounted, not written). Safe on an idle session.
 static void session_end(http_t *self, session_t *s, bool aborted) {
+    if (s->request_id > 0) pending_orphan(self->pending, s->request_id);
     if (s->active) {
         char path[LOG_PATH_MAX + 4];
         log_safe_path(s->path, path, sizeof path);
@@ -396,13 +385,15 @@ static void session_end(http_t *self, session_t *s, bool aborted) {
         } else {
             log_info(&self->log, "http_request", "method=%s path=%s status=%d ms=%.2f", method,
                      path[0] ? path : "-", s->status, ms);
-            count_request(self, s->route->label, s->status);
+            count_request(self, s->label, s->status);
         }
         self->inflight--;
     }
     free(s->path);
     free(s->body);
     free(s->resp_owned);
+    free(s->bearer);
+    free(s->stripe_signature);
     memset(s, 0, sizeof *s);
 }
 
@@ -414,14 +405,29 @@ static const route_t *route_find(const char *path) {
     return &route_fallback;
 }
 
+// OPTIONS on an /api/* route. The Access-Control-Allow-* headers go out only for the allowed
+// origin (write_headers); anyone else gets a bare 204 and the browser refuses the real request.
+static void answer_preflight(session_t *s) {
+    free(s->resp_owned);
+    s->resp_owned = NULL;
+    s->preflight = true;
+    s->responding = true;
+    s->no_store = false;
+    s->status = 204;
+    s->content_type = NULL;
+    s->resp = "";
+    s->resp_len = 0;
+}
+
 static void dispatch(http_t *self, struct lws *wsi, session_t *s) {
     const route_t *r = s->route;
     int m = s->head ? LWSHUMETH_GET : s->method;   // HEAD is answered like GET, without the body
+    if ((r->flags & ROUTE_API) && m == LWSHUMETH_OPTIONS && r->handler != route_api_not_found) {
+        answer_preflight(s);
+        return;
+    }
     if (r->methods && !(r->methods & METHOD_BIT(m))) {
-        allow_header(s, r->methods | ((r->methods & METHOD_BIT(LWSHUMETH_GET)) ? METHOD_BIT(LWSHUMETH_HEAD) : 0));
-        char msg[96];
-        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", method_names[s->method], s->allow);
-        respond_error(s, 405, "method_not_allowed", msg, NULL);
+        http_respond_method_not_allowed(s, r->methods);
         return;
     }
     r->handler(self, wsi, s);
@@ -441,6 +447,96 @@ static int request_content_length(struct lws *wsi, int64_t *out) {
     return util_parse_int64(text, 0, INT64_MAX, out);
 }
 
+// A known header's value as a malloc'ed string; NULL when absent, empty or longer than max.
+static char *header_dup(struct lws *wsi, enum lws_token_indexes token, int max) {
+    int n = lws_hdr_total_length(wsi, token);
+    if (n <= 0 || n > max) return NULL;
+    char *v = malloc((size_t)n + 1);
+    if (v && lws_hdr_copy(wsi, v, n + 1, token) < 0) {
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+// The same for a header lws does not know; name in lower case with its colon ("stripe-signature:"):
+// lws 4.1 stores the names of such headers lower-cased, whatever case the client sent.
+// *present (may be NULL) tells whether the header came at all, even too long.
+static char *custom_header_dup(struct lws *wsi, const char *name, int max, bool *present) {
+    int nlen = (int)strlen(name);
+    int n = lws_hdr_custom_length(wsi, name, nlen);
+    if (n < 0) return NULL;
+    if (present) *present = true;
+    if (n > max) return NULL;
+    char *v = malloc((size_t)n + 1);
+    if (v && lws_hdr_custom_copy(wsi, v, n + 1, name, nlen) < 0) {
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+// "application/json", any case, alone or followed by parameters ("; charset=utf-8").
+static bool is_json_media_type(const char *v) {
+    if (!v) return false;
+    while (*v == ' ' || *v == '\t') v++;
+    static const char json[] = "application/json";
+    if (strncasecmp(v, json, sizeof json - 1) != 0) return false;
+    v += sizeof json - 1;
+    while (*v == ' ' || *v == '\t') v++;
+    return *v == '\0' || *v == ';';
+}
+
+static bool origin_allowed(const http_t *self, const char *origin) {
+    return origin && self->cors_origin[0] && strcasecmp(origin, self->cors_origin) == 0;
+}
+
+// Printable ASCII, 1..HTTP_IDEM_KEY_MAX characters.
+static bool idem_key_valid(const char *k) {
+    size_t n = 0;
+    for (; k[n]; n++)
+        if ((unsigned char)k[n] < 0x20 || (unsigned char)k[n] > 0x7e) return false;
+    return n >= 1 && n <= HTTP_IDEM_KEY_MAX;
+}
+
+// Copies what the routes need from the request headers into the session.
+static void capture_headers(http_t *self, struct lws *wsi, session_t *s) {
+    s->api = (s->route->flags & ROUTE_API) != 0;
+    if (s->api) {
+        char *origin = header_dup(wsi, WSI_TOKEN_ORIGIN, (int)sizeof self->cors_origin);
+        s->cors_allowed = origin_allowed(self, origin);
+        free(origin);
+    }
+    char *type = header_dup(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, 256);
+    s->json_body = is_json_media_type(type);
+    free(type);
+
+    char *auth = header_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, TOKEN_MAX_LEN + 32);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *t = auth + 7;
+        while (*t == ' ') t++;
+        size_t n = strlen(t);
+        while (n > 0 && t[n - 1] == ' ') n--;
+        if (n > 0 && n <= TOKEN_MAX_LEN) s->bearer = strndup(t, n);
+    }
+    free(auth);
+
+    char *idem = custom_header_dup(wsi, "idempotency-key:", HTTP_IDEM_KEY_MAX, &s->idem_present);
+    if (idem && idem_key_valid(idem)) {
+        s->idem_valid = true;
+        snprintf(s->idem_key, sizeof s->idem_key, "%s", idem);
+    }
+    free(idem);
+
+    s->stripe_signature = custom_header_dup(wsi, "stripe-signature:", WEBHOOK_HEADER_MAX, NULL);
+}
+
+static void respond_too_large(session_t *s) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the request body is larger than %zu KiB", s->body_max / 1024);
+    http_respond_error(s, 413, "too_large", msg, NULL);
+}
+
 // LWS_CALLBACK_HTTP: the request line and headers are in.
 static int on_http_request(http_t *self, struct lws *wsi, session_t *s) {
     session_end(self, s, true);   // a previous transaction left unanswered: should not happen
@@ -453,38 +549,42 @@ static int on_http_request(http_t *self, struct lws *wsi, session_t *s) {
     s->head = s->method == LWSHUMETH_HEAD;
     s->path = (s->method >= 0 && uri && ulen >= 0) ? strndup(uri, (size_t)ulen) : strdup("");
     if (!s->path) {
-        respond(s, 500, NULL, NULL, 0, true);
+        http_respond(s, 500, NULL, NULL, 0, true);
         s->close_after = true;
         return start_response(wsi, s);
     }
     s->route = route_find(s->path);
+    s->label = s->route->label;
+    s->body_max = s->route->body_max ? s->route->body_max : HTTP_BODY_MAX;
+    capture_headers(self, wsi, s);
 
     if (s->method < 0) {
         s->close_after = true;
-        respond_error(s, 400, "bad_request", "unsupported request method", NULL);
+        http_respond_error(s, 400, "bad_request", "unsupported request method", NULL);
         return start_response(wsi, s);
     }
     if (self->terminating) {
         s->close_after = true;
-        respond_error(s, 503, "unavailable", "the server is shutting down", NULL);
+        http_respond_error(s, 503, "unavailable", "the server is shutting down", NULL);
         return start_response(wsi, s);
     }
-    // Bodies: only with a Content-Length, at most HTTP_BODY_MAX. An answer given before a declared
-    // body is read closes the connection: the unread bytes would be taken for the next request.
+    // Bodies: only with a Content-Length, at most the route's limit. An answer given before a
+    // declared body is read closes the connection: the unread bytes would be taken for the next
+    // request.
     int64_t clen = 0;
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
         s->close_after = true;
-        respond_error(s, 411, "length_required", "request bodies need a Content-Length", NULL);
+        http_respond_error(s, 411, "length_required", "request bodies need a Content-Length", NULL);
         return start_response(wsi, s);
     }
     if (request_content_length(wsi, &clen) != 0) {
         s->close_after = true;
-        respond_error(s, 400, "bad_request", "invalid Content-Length", NULL);
+        http_respond_error(s, 400, "bad_request", "invalid Content-Length", NULL);
         return start_response(wsi, s);
     }
-    if (clen > HTTP_BODY_MAX) {
+    if (clen > (int64_t)s->body_max) {
         s->close_after = true;
-        respond_error(s, 413, "too_large", "the request body is larger than 16 KiB", NULL);
+        respond_too_large(s);
         return start_response(wsi, s);
     }
     if (clen > 0) {
@@ -497,7 +597,7 @@ static int on_http_request(http_t *self, struct lws *wsi, session_t *s) {
 
 static int on_http_body(session_t *s, const void *in, size_t len) {
     if (!s->active || !s->expect_body || s->body_too_large) return 0;
-    if (len > HTTP_BODY_MAX - s->body_len) {
+    if (len > s->body_max - s->body_len) {
         s->body_too_large = true;
         free(s->body);
         s->body = NULL;
@@ -514,28 +614,44 @@ static int on_http_body(session_t *s, const void *in, size_t len) {
 }
 
 static int on_http_body_complete(http_t *self, struct lws *wsi, session_t *s) {
-    if (!s->active || s->responding) return 0;
-    if (s->body_too_large) respond_error(s, 413, "too_large", "the request body is larger than 16 KiB", NULL);
+    if (!s->active || s->responding || s->request_id > 0) return 0;
+    if (s->body_too_large) respond_too_large(s);
     else dispatch(self, wsi, s);
     return start_response(wsi, s);
 }
 
-static int write_headers(struct lws *wsi, session_t *s) {
-    unsigned char buf[LWS_PRE + 1024];
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p, unsigned char *end) {
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)value,
+                                       (int)strlen(value), p, end);
+}
+
+static int write_headers(http_t *self, struct lws *wsi, session_t *s) {
+    unsigned char buf[LWS_PRE + 2048];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    if (lws_add_http_common_headers(wsi, (unsigned)s->status, s->content_type, s->resp_len, &p, end)) return -1;
-    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
-                                    (const unsigned char *)"nosniff", 7, &p, end))
+    if (s->status == 204) {
+        // no Content-Type, no Content-Length (RFC 9110 §8.6)
+        if (lws_add_http_header_status(wsi, 204, &p, end)) return -1;
+    } else if (lws_add_http_common_headers(wsi, (unsigned)s->status, s->content_type, s->resp_len, &p, end)) {
         return -1;
-    if (s->no_store && lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                                   (const unsigned char *)"no-store", 8, &p, end))
-        return -1;
-    if (s->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
-                                                   (const unsigned char *)s->allow, (int)strlen(s->allow), &p, end))
-        return -1;
-    if (s->close_after && lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
-                                                      (const unsigned char *)"close", 5, &p, end))
-        return -1;
+    }
+    if (add_header(wsi, "x-content-type-options:", "nosniff", &p, end)) return -1;
+    if (s->no_store && add_header(wsi, "cache-control:", "no-store", &p, end)) return -1;
+    if (s->allow[0] && add_header(wsi, "allow:", s->allow, &p, end)) return -1;
+    if (s->api) {
+        if (add_header(wsi, "vary:", "Origin", &p, end)) return -1;
+        if (s->cors_allowed && add_header(wsi, "access-control-allow-origin:", self->cors_origin, &p, end))
+            return -1;
+        if (s->cors_allowed && s->preflight) {
+            char age[16];
+            snprintf(age, sizeof age, "%d", HTTP_CORS_MAX_AGE_S);
+            if (add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", &p, end) ||
+                add_header(wsi, "access-control-allow-headers:", "Content-Type, Authorization, Idempotency-Key", &p,
+                           end) ||
+                add_header(wsi, "access-control-max-age:", age, &p, end))
+                return -1;
+        }
+    }
+    if (s->close_after && add_header(wsi, "connection:", "close", &p, end)) return -1;
     return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
 }
 
@@ -550,7 +666,7 @@ static int finish_response(http_t *self, struct lws *wsi, session_t *s) {
 static int on_http_writeable(http_t *self, struct lws *wsi, session_t *s) {
     if (!s->active || !s->responding) return 0;
     if (!s->headers_sent) {
-        if (write_headers(wsi, s) != 0) return -1;
+        if (write_headers(self, wsi, s) != 0) return -1;
         s->headers_sent = true;
         if (s->head || s->resp_len == 0) return finish_response(self, wsi, s);
         lws_callback_on_writable(wsi);
@@ -568,6 +684,169 @@ static int on_http_writeable(http_t *self, struct lws *wsi, session_t *s) {
         return 0;
     }
     return finish_response(self, wsi, s);
+}
+
+// ---- handing requests to other actors ---------------------------------------------------------
+
+void http_count_webhook(http_t *self, webhook_provider_t provider, webhook_outcome_t outcome) {
+    if ((unsigned)provider < PROVIDER_COUNT && (unsigned)outcome < OUTCOME_COUNT) self->webhooks[provider][outcome]++;
+}
+
+static bool kind_is_webhook(int kind, webhook_provider_t *provider) {
+    if (kind < PENDING_WEBHOOK_BASE || kind >= PENDING_WEBHOOK_BASE + PROVIDER_COUNT) return false;
+    *provider = (webhook_provider_t)(kind - PENDING_WEBHOOK_BASE);
+    return true;
+}
+
+// One line a second at most: a payments actor that is down would otherwise log once per request.
+static void upstream_failed(http_t *self, upstream_failure_t why, const char *route_label) {
+    self->upstream_failures[why]++;
+    int64_t now = http_monotonic_ms();
+    if (now - self->upstream_log_ms < 1000) {
+        self->upstream_suppressed++;
+        return;
+    }
+    log_warn(&self->log, "upstream_failed", "target=%s reason=%s route=%s suppressed=%" PRIu64, HTTP_PAYMENTS_ACTOR,
+             upstream_failures[why], route_label ? route_label : "-", self->upstream_suppressed);
+    self->upstream_log_ms = now;
+    self->upstream_suppressed = 0;
+}
+
+static void respond_unavailable(session_t *s) {
+    http_respond_error(s, 503, "unavailable", "the service is temporarily unavailable, try again later", NULL);
+}
+
+static bool set_request_id(bus_msg_t *msg, int64_t id) {
+    switch (msg->type) {
+    case BUS_PLANS_GET: msg->u.plans_get.request_id = id; return true;
+    case BUS_BOOKING_CREATE: msg->u.booking_create.request_id = id; return true;
+    case BUS_BOOKING_GET: msg->u.booking_get.request_id = id; return true;
+    case BUS_BOOKING_CANCEL: msg->u.booking_cancel.request_id = id; return true;
+    case BUS_PAYMENT_WEBHOOK: msg->u.payment_webhook.request_id = id; return true;
+    default: return false;
+    }
+}
+
+bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, int kind) {
+    webhook_provider_t provider;
+    int64_t id = pending_add(self->pending, wsi, kind, http_monotonic_ms() + self->reply_timeout_ms);
+    if (id < 0) {
+        upstream_failed(self, UPSTREAM_TABLE_FULL, s->label);
+        if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
+        respond_unavailable(s);
+        return false;
+    }
+    bool known = set_request_id(msg, id);
+    assert(known);   // only request messages are forwarded
+    (void)known;
+    int rc = bus_send_to(self->bus, HTTP_PAYMENTS_ACTOR, msg, HTTP_SEND_TIMEOUT_MS);
+    if (rc != 0) {
+        pending_take(self->pending, id, NULL, NULL);
+        upstream_failed(self, UPSTREAM_SEND_FAILED, s->label);
+        if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
+        respond_unavailable(s);
+        return false;
+    }
+    s->request_id = id;
+    // lws must not time the connection out while it waits: our own deadline answers first.
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, (int)(self->reply_timeout_ms / 1000) + 10);
+    return true;
+}
+
+// The answer to a request that is still waiting becomes its response.
+static void deliver(http_t *self, struct lws *wsi, int64_t id, int status, const char *body, size_t len) {
+    session_t *s = lws_wsi_user(wsi);
+    if (!s || !s->active || s->request_id != id || s->responding) return;   // cannot happen; be safe
+    s->request_id = 0;
+    if (status >= 200 && status <= 599) http_respond_json_text(s, status, body, len);
+    else http_respond_error(s, 502, "bad_gateway", "the service gave an invalid answer", NULL);
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    lws_callback_on_writable(wsi);
+}
+
+// The outcome payments names (applied, duplicate, ignored, unknown_target); without a name, a 5xx
+// is "unavailable" (not stored) and a 4xx "invalid_payload" (payments refused to record it).
+// OUTCOME_COUNT: nothing to count.
+static webhook_outcome_t outcome_from_reply(const bus_http_reply_t *r) {
+    for (size_t i = 0; i < OUTCOME_COUNT; i++)
+        if (strcmp(r->outcome, webhook_outcomes[i]) == 0) return (webhook_outcome_t)i;
+    if (r->status >= 500) return OUTCOME_UNAVAILABLE;
+    if (r->status >= 400) return OUTCOME_INVALID_PAYLOAD;
+    return OUTCOME_COUNT;
+}
+
+static void on_http_reply(http_t *self, const bus_http_reply_t *r) {
+    void *owner = NULL;
+    int kind = 0;
+    if (!pending_take(self->pending, r->request_id, &owner, &kind)) {
+        log_debug(&self->log, "late_reply", "request_id=%" PRId64 " status=%" PRId64, r->request_id, r->status);
+        return;
+    }
+    size_t len = strnlen(r->body, sizeof r->body);
+    webhook_provider_t provider;
+    if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, outcome_from_reply(r));
+    if (kind == PENDING_PLANS && r->status == 200) http_plans_cache_store(self, r->body, len);
+    if (owner) deliver(self, owner, r->request_id, (int)r->status, r->body, len);
+}
+
+static void on_reply_expired(void *arg, int64_t id, void *owner, int kind) {
+    http_t *self = arg;
+    webhook_provider_t provider;
+    if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
+    upstream_failed(self, UPSTREAM_TIMEOUT, NULL);
+    if (!owner) return;
+    session_t *s = lws_wsi_user(owner);
+    if (!s || !s->active || s->request_id != id) return;
+    s->request_id = 0;
+    respond_unavailable(s);
+    lws_set_timeout(owner, NO_PENDING_TIMEOUT, 0);
+    lws_callback_on_writable(owner);
+}
+
+static void on_drain_expired(void *arg, int64_t id, void *owner, int kind) {
+    http_t *self = arg;
+    webhook_provider_t provider;
+    if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
+    if (!owner) return;
+    session_t *s = lws_wsi_user(owner);
+    if (!s || !s->active || s->request_id != id) return;
+    s->request_id = 0;
+    s->close_after = true;
+    http_respond_error(s, 503, "unavailable", "the server is shutting down", NULL);
+    lws_callback_on_writable(owner);
+}
+
+// The source address as a rate-limit key: family, then the IPv4 address or the IPv6 /64.
+static size_t peer_key(struct lws *wsi, unsigned char key[RATELIMIT_KEY_MAX]) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+    if (ss.ss_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return 5;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const unsigned char *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, sizeof mapped) == 0) {
+            key[0] = 4;
+            memcpy(key + 1, a + 12, 4);
+            return 5;
+        }
+        key[0] = 6;
+        memcpy(key + 1, a, 8);
+        return 9;
+    }
+    return 0;
+}
+
+bool http_rate_allow(http_t *self, ratelimit_t *rl, struct lws *wsi, int64_t limit_per_min) {
+    unsigned char key[RATELIMIT_KEY_MAX];
+    size_t n = peer_key(wsi, key);
+    if (n == 0 || !rl) return true;
+    return ratelimit_allow(rl, key, n, limit_per_min, http_monotonic_ms());
 }
 
 // ---- routes ---------------------------------------------------------------------------------
@@ -589,22 +868,22 @@ static bool peer_in(const cidr_list_t *acl, struct lws *wsi) {
 
 static void route_metrics(http_t *self, struct lws *wsi, session_t *s) {
     if (!peer_in(self->metrics_acl, wsi)) {
-        respond_error(s, 403, "forbidden", "metrics are not available from this address", NULL);
+        http_respond_error(s, 403, "forbidden", "metrics are not available from this address", NULL);
         return;
     }
     char *text = NULL;
     size_t len = 0;
     if (metrics_render(self, &text, &len) != 0) text = NULL;
-    respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, true);
+    http_respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, true);
 }
 
 // A plain GET on the WebSocket path (upgrades are handled in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE).
 static void route_ws_plain(http_t *self, struct lws *wsi, session_t *s) {
-    respond_error(s, 426, "upgrade_required", "this endpoint speaks WebSocket only", NULL);
+    http_respond_error(s, 426, "upgrade_required", "this endpoint speaks WebSocket only", NULL);
 }
 
 static void route_api_not_found(http_t *self, struct lws *wsi, session_t *s) {
-    respond_error(s, 404, "not_found", "no such endpoint", NULL);
+    http_respond_error(s, 404, "not_found", "no such endpoint", NULL);
 }
 
 static const char builtin_404[] =
@@ -650,7 +929,7 @@ static void route_page(http_t *self, struct lws *wsi, session_t *s) {
         page = malloc(len + 1);
         if (page) memcpy(page, builtin_404, len + 1);
     }
-    respond(s, 404, "text/html; charset=utf-8", page, len, false);
+    http_respond(s, 404, "text/html; charset=utf-8", page, len, false);
 }
 
 // ---- lws protocol callbacks -----------------------------------------------------------------
@@ -719,6 +998,9 @@ static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
         // existed; its ping round after start-up shows them to us instead.
         actor_seen(self, msg->u.actor_pong.actor, true);
         break;
+    case BUS_HTTP_REPLY:
+        if (!from_sub) on_http_reply(self, &msg->u.http_reply);   // answers come to our inbox only
+        break;
     default:
         break;
     }
@@ -774,7 +1056,9 @@ static void schedule_backstop(http_t *self, bool soon) {
 
 static void on_backstop(lws_sorted_usec_list_t *sul) {
     http_t *self = lws_container_of(sul, http_t, backstop);
-    schedule_backstop(self, pump_all(self));
+    bool more = pump_all(self);
+    pending_expire(self->pending, http_monotonic_ms(), on_reply_expired, self);
+    schedule_backstop(self, more);
 }
 
 static int bus_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
@@ -903,6 +1187,11 @@ static void http_destroy(http_t **self_p) {
         lws_context_destroy(self->ctx);   // closes the listener, every connection and the adopted fds
         self->ctx = NULL;
     }
+    // after the context: closing a connection orphans its pending entry
+    pending_destroy(&self->pending);
+    ratelimit_destroy(&self->rl_booking);
+    for (size_t i = 0; i < PROVIDER_COUNT; i++) ratelimit_destroy(&self->rl_webhook[i]);
+    free(self->plans_body);
     bus_endpoint_destroy(&self->bus);
     cidr_list_destroy(&self->metrics_acl);
     free(self);
@@ -915,6 +1204,27 @@ static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
     self->pipe = pipe;
     self->cfg = args->cfg;
     self->log = args->log;
+    self->reply_timeout_ms = args->reply_timeout_ms > 0 ? args->reply_timeout_ms : HTTP_REPLY_TIMEOUT_MS_DEFAULT;
+    const char *origin = self->cfg->http_cors_origin;
+    if (origin && strlen(origin) < sizeof self->cors_origin) {
+        size_t n = strlen(origin);
+        while (n > 0 && origin[n - 1] == '/') n--;   // an Origin header never ends in "/"
+        memcpy(self->cors_origin, origin, n);
+        self->cors_origin[n] = '\0';
+    } else if (origin) {
+        log_warn(&self->log, "config_ignored", "key=http.cors_origin reason=too_long");
+    }
+    self->pending = pending_new(HTTP_PENDING_MAX);
+    self->rl_booking = ratelimit_new(HTTP_RATELIMIT_KEYS);
+    bool limiters = self->rl_booking != NULL;
+    for (size_t i = 0; i < PROVIDER_COUNT; i++) {
+        self->rl_webhook[i] = ratelimit_new(HTTP_RATELIMIT_KEYS);
+        limiters = limiters && self->rl_webhook[i];
+    }
+    if (!self->pending || !limiters) {
+        log_error(&self->log, "out_of_memory", NULL);
+        goto fail;
+    }
 
     const char *from = self->cfg->http_metrics_from ? self->cfg->http_metrics_from : HTTP_METRICS_FROM_DEFAULT;
     char err[256];
@@ -964,7 +1274,15 @@ void http_actor(zsock_t *pipe, void *args) {
             log_error(&self->log, "lws_service_failed", NULL);
             break;
         }
-        if (self->terminating && (self->inflight <= 0 || monotonic_us() >= self->drain_deadline_us)) break;
+        if (!self->terminating) continue;
+        if (self->inflight <= 0) break;
+        int64_t now = monotonic_us();
+        if (now < self->drain_deadline_us) continue;
+        if (self->drain_answered) break;
+        // Requests still waiting for payments get a 503 and a moment to have it written.
+        self->drain_answered = true;
+        pending_expire(self->pending, INT64_MAX, on_drain_expired, self);
+        self->drain_deadline_us = now + (int64_t)HTTP_DRAIN_GRACE_MS * 1000;
     }
     if (self->inflight > 0) log_warn(&self->log, "http_drain_timeout", "inflight=%d", self->inflight);
     http_destroy(&self);

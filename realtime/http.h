@@ -12,8 +12,9 @@
 #include "conf/config.h"
 
 typedef struct {
-    const config_t *cfg;   // read-only for the process lifetime
+    const config_t *cfg;        // read-only for the process lifetime
     logger_t log;
+    int64_t reply_timeout_ms;   // how long a request waits for the payments actor; 0 = 30000
 } http_args_t;
 
 // czmq actor: zactor_new(http_actor, &args) (args must outlive it). Signals 0 once listening on
@@ -22,6 +23,10 @@ typedef struct {
 // then returns): zactor_new swallows the signal's status, so callers wait for that string, as
 // actor_start() in actors/actor.h does.
 // Answers actor.ping (target "http" or "*") with actor.pong.
+// Serves /api/* and /webhooks/{stripe,cryptomus} by validating at the edge and handing the work to
+// the "payments" actor's inbox (PLANS_GET, BOOKING_CREATE/GET/CANCEL, PAYMENT_WEBHOOK, each with a
+// request_id); payments answers with HTTP_REPLY {request_id, status, outcome, body} on the inbox of
+// "http", and that status and body are the response.
 // On $TERM: stops accepting, finishes in-flight requests (bounded), closes WebSockets with 1001.
 void http_actor(zsock_t *pipe, void *args);
 

@@ -160,6 +160,30 @@ done:
     return rc;
 }
 
+int webhook_decimal_cents(const char *text, int64_t *out) {
+    if (!text || !out) return -1;
+    const char *p = text;
+    int64_t units = 0;
+    int ndigits = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (++ndigits > 15) return -1;
+        units = units * 10 + (*p - '0');
+    }
+    if (ndigits == 0) return -1;
+    int64_t cents = 0;
+    if (*p == '.') {
+        p++;
+        int nfrac = 0;
+        for (; *p >= '0' && *p <= '9'; p++, nfrac++)
+            if (nfrac < 2) cents = cents * 10 + (*p - '0');
+        if (nfrac == 0) return -1;
+        if (nfrac == 1) cents *= 10;
+    }
+    if (*p != '\0') return -1;
+    *out = units * 100 + cents;
+    return 0;
+}
+
 // ------------------------------------------------------------------------------------------ VAPI
 
 static bool get_time_ms(const json_t *obj, const char *key, int64_t *out) {

@@ -73,6 +73,12 @@ typedef struct {
 // 0, or -1 with *err: invalid_json, invalid_payload ("uuid", "order_id", "status"), too_large.
 int cryptomus_event_parse(const char *body, size_t len, cryptomus_event_t *out, api_error_t *err);
 
+// A decimal amount as Cryptomus writes it ("15", "15.5", "15.00") in minor units (1500): digits,
+// then optionally "." and at least one digit; decimals past the second are dropped (truncated).
+// 0, or -1 (out untouched) for anything else: empty, a sign, an exponent, more than 15 digits
+// before the point.
+int webhook_decimal_cents(const char *text, int64_t *out);
+
 // ---------------------------------------------------------------------------------------- VAPI
 
 typedef struct {

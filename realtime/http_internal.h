@@ -1,0 +1,213 @@
+// realtime/http_internal.h — what the files of the HTTP actor share: its state (http_t), one
+// connection's state (session_t), the route table entry, and the helpers the route files use to
+// answer or to hand a request to another actor. Private to realtime/: http.h is the public face.
+//
+// Files: http.c (the lws server, sessions, writing responses, the bus side, /healthz, /metrics,
+// pages), api_routes.c (/api/*), webhook_routes.c (/webhooks/*), pending.c (requests waiting for
+// an answer), ratelimit.c (per-address limits).
+//
+// Threading: everything declared here is used on the actor's one thread, the lws service thread.
+#ifndef SWEETY_HTTP_INTERNAL_H
+#define SWEETY_HTTP_INTERNAL_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "common/log.h"
+#include "conf/config.h"
+#include "realtime/api_error.h"
+#include "realtime/cidr.h"
+#include "realtime/pending.h"
+#include "realtime/ratelimit.h"
+
+#define HTTP_ACTOR_NAME "http"
+#define HTTP_PAYMENTS_ACTOR "payments"        // serves plans, bookings and payment webhooks
+#define HTTP_BODY_MAX (16 * 1024)             // default request body limit (413 too_large)
+#define HTTP_WEBHOOK_BODY_MAX (256 * 1024)    // body limit of the provider webhook routes
+#define HTTP_SEND_TIMEOUT_MS 200              // a command that cannot be queued this fast: 503
+#define HTTP_PENDING_MAX 4096                 // requests waiting for an answer; more: 503
+#define HTTP_REPLY_TIMEOUT_MS_DEFAULT 30000   // no answer within this: 503
+#define HTTP_RATELIMIT_KEYS 8192              // addresses remembered per limited endpoint
+#define HTTP_PLANS_CACHE_MS 1000              // GET /api/plans answers are reused this long
+#define HTTP_IDEM_KEY_MAX 255
+#define HTTP_CORS_MAX_AGE_S 600
+
+// Webhook metrics: sweety_webhooks_total{provider,outcome}. The first four outcomes come from the
+// payments actor's reply; the others are decided here at the edge.
+typedef enum { PROVIDER_STRIPE, PROVIDER_CRYPTOMUS, PROVIDER_VAPI, PROVIDER_COUNT } webhook_provider_t;
+typedef enum {
+    OUTCOME_APPLIED,
+    OUTCOME_DUPLICATE,
+    OUTCOME_IGNORED,
+    OUTCOME_UNKNOWN_TARGET,
+    OUTCOME_BAD_SIGNATURE,     // also a stale timestamp
+    OUTCOME_RATE_LIMITED,
+    OUTCOME_INVALID_PAYLOAD,   // verified, but not an event we can read
+    OUTCOME_UNAVAILABLE,       // not stored: payments unreachable, late, or answered 5xx
+    OUTCOME_COUNT
+} webhook_outcome_t;
+
+// What a pending request was, so its answer can be accounted even when the client is gone.
+typedef enum {
+    PENDING_PLANS = 1,
+    PENDING_BOOKING,                  // create, get, cancel: passed through as they are
+    PENDING_WEBHOOK_BASE = 16,        // + webhook_provider_t
+} pending_kind_t;
+
+// Why a request could not be handed over (sweety_http_upstream_failures_total{reason}).
+typedef enum { UPSTREAM_SEND_FAILED, UPSTREAM_TABLE_FULL, UPSTREAM_TIMEOUT, UPSTREAM_COUNT } upstream_failure_t;
+
+#define METRICS_ACTORS_MAX 64
+#define METRICS_REQUESTS_MAX 128
+
+typedef struct {
+    char name[32];
+    bool up;
+} actor_seen_t;
+
+typedef struct {
+    const char *label;   // a route's label (static string)
+    int status;
+    uint64_t count;
+} request_count_t;
+
+typedef struct http_t {
+    const config_t *cfg;
+    logger_t log;
+    zsock_t *pipe;
+    bus_endpoint_t *bus;
+    cidr_list_t *metrics_acl;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    lws_sorted_usec_list_t backstop;
+    bool terminating;          // $TERM received: draining
+    int64_t drain_deadline_us;
+    bool drain_answered;       // the drain deadline passed: requests still waiting were answered 503
+    int inflight;              // transactions begun and not yet answered
+    // requests handed to other actors
+    pending_t *pending;
+    int64_t reply_timeout_ms;
+    int64_t upstream_log_ms;   // last upstream-failure log line (at most one a second)
+    uint64_t upstream_suppressed;
+    // per-address limits: POST /api/bookings, and each webhook endpoint
+    ratelimit_t *rl_booking;
+    ratelimit_t *rl_webhook[PROVIDER_COUNT];
+    // the allowed CORS origin (http.cors_origin without a trailing "/"), "" when none
+    char cors_origin[512];
+    // GET /api/plans cache
+    char *plans_body;
+    size_t plans_len;
+    int64_t plans_until_ms;
+    // health, from db.state
+    bool db_known, db_up;
+    int64_t db_reconnects;
+    // metrics
+    uint64_t bus_messages[BUS_TYPE_COUNT];
+    actor_seen_t actors[METRICS_ACTORS_MAX];
+    size_t actor_count;
+    request_count_t requests[METRICS_REQUESTS_MAX];
+    size_t request_count;
+    uint64_t webhooks[PROVIDER_COUNT][OUTCOME_COUNT];
+    uint64_t upstream_failures[UPSTREAM_COUNT];
+} http_t;
+
+typedef struct route_t route_t;
+
+// One HTTP connection's state, allocated (zeroed) by lws. With keep-alive it serves one
+// transaction after another; session_end() returns it to all-zero between them.
+typedef struct {
+    bool active;               // a transaction is in progress
+    int64_t t0_us;
+    int method;                // LWSHUMETH_*, -1 when lws could not tell
+    bool head;
+    char *path;                // decoded path without the query string
+    const route_t *route;
+    const char *label;         // metrics label (the route's, or a more precise static one)
+    // request headers, captured when the request line and headers are in
+    bool api;                  // an /api/* route: CORS applies (Vary: Origin)
+    bool cors_allowed;         // Origin equals http.cors_origin
+    bool json_body;            // Content-Type is application/json (parameters allowed)
+    char *bearer;              // Authorization: Bearer <token>, NULL when absent or not Bearer
+    bool idem_present, idem_valid;
+    char idem_key[HTTP_IDEM_KEY_MAX + 1];
+    char *stripe_signature;    // Stripe-Signature, NULL when absent or too long
+    // request body
+    size_t body_max;
+    bool expect_body;
+    bool body_too_large;
+    char *body;
+    size_t body_len;
+    // waiting for another actor's answer (0: not waiting)
+    int64_t request_id;
+    // response
+    bool responding;           // status, type and body are set
+    bool headers_sent;
+    bool no_store;
+    bool close_after;
+    bool preflight;            // a CORS preflight: add the Access-Control-Allow-* headers
+    int status;
+    const char *content_type;
+    char allow[64];
+    const char *resp;          // points into resp_owned, or at a static string
+    char *resp_owned;
+    size_t resp_len, resp_sent;
+} session_t;
+
+typedef void (*route_fn)(http_t *self, struct lws *wsi, session_t *s);
+
+#define ROUTE_API 1u           // under /api: CORS headers and OPTIONS preflight
+
+struct route_t {
+    const char *path;
+    bool prefix;               // path is a prefix ("/api/") rather than the whole path
+    const char *label;         // metrics label: bounded set, never the raw path
+    unsigned methods;          // accepted methods (METHOD_BIT); 0 = any
+    route_fn handler;
+    size_t body_max;           // request body limit; 0 = HTTP_BODY_MAX
+    unsigned flags;            // ROUTE_*
+};
+
+#define METHOD_BIT(m) (1u << (m))
+
+// ---- answering (http.c) ---------------------------------------------------------------------
+
+// Sets the response. Takes ownership of body (malloc'ed); a NULL body means an allocation failed:
+// the answer becomes 500.
+void http_respond(session_t *s, int status, const char *content_type, char *body, size_t len, bool no_store);
+// A JSON document given as text (copied), Content-Type application/json; charset=utf-8, no-store.
+void http_respond_json_text(session_t *s, int status, const char *json, size_t len);
+// The contract's error shape, built by api_error_json: {"error":{"code","field"?,"message"}}.
+void http_respond_error(session_t *s, int status, const char *code, const char *message, const char *field);
+void http_respond_api_error(session_t *s, const api_error_t *e);
+// 405 method_not_allowed with an Allow header listing `methods`.
+void http_respond_method_not_allowed(session_t *s, unsigned methods);
+
+// Hands msg (PLANS_GET, BOOKING_*, PAYMENT_WEBHOOK; its request_id is filled in here) to the
+// payments actor and parks the request until HTTP_REPLY, the client leaving, or the reply timeout.
+// On failure the session gets 503 unavailable and false is returned.
+bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, int kind);
+
+// Counts one request of this connection's source address against `rl`. IPv4 addresses (also
+// IPv4-mapped IPv6) count one by one, IPv6 addresses by their /64 (what one client controls).
+// false: over the limit. An address that cannot be read is allowed.
+bool http_rate_allow(http_t *self, ratelimit_t *rl, struct lws *wsi, int64_t limit_per_min);
+
+void http_count_webhook(http_t *self, webhook_provider_t provider, webhook_outcome_t outcome);
+
+int64_t http_monotonic_ms(void);
+
+// ---- routes (api_routes.c, webhook_routes.c) --------------------------------------------------
+
+void route_plans(http_t *self, struct lws *wsi, session_t *s);
+void route_bookings(http_t *self, struct lws *wsi, session_t *s);
+void route_booking_item(http_t *self, struct lws *wsi, session_t *s);   // GET {id}, POST {id}/cancel
+void route_webhook_stripe(http_t *self, struct lws *wsi, session_t *s);
+void route_webhook_cryptomus(http_t *self, struct lws *wsi, session_t *s);
+
+// A 200 answer to PLANS_GET arrived: keep it for HTTP_PLANS_CACHE_MS (api_routes.c).
+void http_plans_cache_store(http_t *self, const char *body, size_t len);
+
+#endif

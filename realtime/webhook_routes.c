@@ -1,0 +1,145 @@
+// realtime/webhook_routes.c — POST /webhooks/stripe and POST /webhooks/cryptomus: rate limit,
+// signature over the raw body (webhook_verify.h), parse (webhook_parse.h), then PAYMENT_WEBHOOK
+// to the payments actor, whose answer is passed through.
+//
+// Nothing is believed before the signature checks out, and nothing reaches payments unless it did.
+// The answer is 2xx only when payments says so, that is after it stored the event: anything else
+// (payments unreachable, slow, failing) is non-2xx, so the provider delivers the event again.
+// A request refused here is counted in sweety_webhooks_total under bad_signature (also a stale
+// timestamp), rate_limited or invalid_payload (verified but unreadable); the outcome of the others
+// comes with payments' answer (http.c).
+//
+// Event fields that do not fit their bus field are sent as absent, as webhook_parse does for its
+// own buffers (never cut: a cut id would name something else) — except the event id, type and
+// object id, without which the event cannot be recorded: those make the request invalid_payload.
+//
+// Runs on the HTTP actor's service thread (http_internal.h).
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "realtime/http_internal.h"
+#include "realtime/webhook_parse.h"
+#include "realtime/webhook_verify.h"
+
+// Copies src into dst[size] when it fits; otherwise dst is "" and false is returned.
+static bool fit(char *dst, size_t size, const char *src) {
+    size_t n = strlen(src);
+    if (n >= size) {
+        dst[0] = '\0';
+        return false;
+    }
+    memcpy(dst, src, n + 1);
+    return true;
+}
+#define FIT(dst, src) fit((dst), sizeof(dst), (src))
+
+static bool limited(http_t *self, struct lws *wsi, session_t *s, webhook_provider_t provider) {
+    if (http_rate_allow(self, self->rl_webhook[provider], wsi, self->cfg->http_webhook_rate_per_min)) return false;
+    http_count_webhook(self, provider, OUTCOME_RATE_LIMITED);
+    http_respond_error(s, 429, "rate_limited", "too many webhook requests from this address", NULL);
+    return true;
+}
+
+static void not_configured(http_t *self, session_t *s, webhook_provider_t provider) {
+    http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
+    http_respond_error(s, 503, "unavailable", "this webhook is not configured", NULL);
+}
+
+static void bad_signature(http_t *self, session_t *s, webhook_provider_t provider, bool stale) {
+    http_count_webhook(self, provider, OUTCOME_BAD_SIGNATURE);
+    if (stale) http_respond_error(s, 400, "stale_timestamp", "the signature timestamp is outside the tolerance", NULL);
+    else http_respond_error(s, 400, "bad_signature", "the signature does not match", NULL);
+}
+
+static void invalid_payload(http_t *self, session_t *s, webhook_provider_t provider, const char *field) {
+    http_count_webhook(self, provider, OUTCOME_INVALID_PAYLOAD);
+    http_respond_error(s, 400, "invalid_payload", "the event could not be read", field);
+}
+
+void route_webhook_stripe(http_t *self, struct lws *wsi, session_t *s) {
+    const config_t *cfg = self->cfg;
+    if (limited(self, wsi, s, PROVIDER_STRIPE)) return;
+    if (!cfg->stripe_webhook_secret || !*cfg->stripe_webhook_secret) {
+        not_configured(self, s, PROVIDER_STRIPE);
+        return;
+    }
+    const char *body = s->body ? s->body : "";
+    const char *const secrets[] = {cfg->stripe_webhook_secret, NULL};
+    int rc = stripe_signature_verify(s->stripe_signature, body, s->body_len, secrets, (int64_t)time(NULL),
+                                     cfg->stripe_tolerance_s);
+    if (rc != WEBHOOK_OK) {
+        bad_signature(self, s, PROVIDER_STRIPE, rc == WEBHOOK_STALE_TIMESTAMP);
+        return;
+    }
+    stripe_event_t ev;
+    api_error_t err;
+    if (stripe_event_parse(body, s->body_len, &ev, &err) != 0) {
+        invalid_payload(self, s, PROVIDER_STRIPE, err.field);
+        return;
+    }
+
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_PAYMENT_WEBHOOK);
+    bus_payment_webhook_t *w = &msg.u.payment_webhook;
+    FIT(w->provider, "stripe");
+    const char *unusable = !FIT(w->event_id, ev.id)            ? "id"
+                           : !FIT(w->event_type, ev.type)        ? "type"
+                           : !FIT(w->object_id, ev.object_id)    ? "data.object.id"
+                                                                 : NULL;
+    if (unusable) {
+        invalid_payload(self, s, PROVIDER_STRIPE, unusable);
+        return;
+    }
+    // the booking: client_reference_id, else metadata.booking_id
+    if (!ev.client_reference_id[0] || !FIT(w->booking_id, ev.client_reference_id)) FIT(w->booking_id, ev.booking_id);
+    FIT(w->payment_status, ev.payment_status);
+    FIT(w->status, ev.status);
+    FIT(w->payment_intent, ev.payment_intent);
+    if (ev.has_amount_total) w->amount_cents = ev.amount_total;
+    else if (ev.has_amount_refunded) w->amount_cents = ev.amount_refunded;
+    FIT(w->currency, ev.currency);
+    if (ev.kind == STRIPE_KIND_REFUND) FIT(w->refund_id, ev.object_id);
+    http_forward(self, wsi, s, &msg, PENDING_WEBHOOK_BASE + PROVIDER_STRIPE);
+}
+
+void route_webhook_cryptomus(http_t *self, struct lws *wsi, session_t *s) {
+    const config_t *cfg = self->cfg;
+    if (limited(self, wsi, s, PROVIDER_CRYPTOMUS)) return;
+    if (!cfg->cryptomus_payment_key || !*cfg->cryptomus_payment_key) {
+        not_configured(self, s, PROVIDER_CRYPTOMUS);
+        return;
+    }
+    const char *body = s->body ? s->body : "";
+    if (cryptomus_signature_verify(body, s->body_len, cfg->cryptomus_payment_key) != WEBHOOK_OK) {
+        bad_signature(self, s, PROVIDER_CRYPTOMUS, false);
+        return;
+    }
+    cryptomus_event_t ev;
+    api_error_t err;
+    if (cryptomus_event_parse(body, s->body_len, &ev, &err) != 0) {
+        invalid_payload(self, s, PROVIDER_CRYPTOMUS, err.field);
+        return;
+    }
+
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_PAYMENT_WEBHOOK);
+    bus_payment_webhook_t *w = &msg.u.payment_webhook;
+    FIT(w->provider, "cryptomus");
+    // Cryptomus has no event id: one invoice reports each status once (providers.md §3.4), so the
+    // pair (uuid, status) identifies the event.
+    int n = snprintf(w->event_id, sizeof w->event_id, "%s:%s", ev.uuid, ev.status);
+    if (n < 0 || (size_t)n >= sizeof w->event_id || !FIT(w->object_id, ev.uuid)) {
+        invalid_payload(self, s, PROVIDER_CRYPTOMUS, "uuid");
+        return;
+    }
+    FIT(w->event_type, ev.type[0] ? ev.type : "payment");
+    FIT(w->order_id, ev.order_id);
+    FIT(w->booking_id, ev.order_id);   // our order_id is the booking id
+    FIT(w->status, ev.status);
+    w->is_final = ev.is_final;
+    int64_t cents = 0;
+    if (webhook_decimal_cents(ev.amount, &cents) == 0) w->amount_cents = cents;
+    FIT(w->currency, ev.currency);
+    http_forward(self, wsi, s, &msg, PENDING_WEBHOOK_BASE + PROVIDER_CRYPTOMUS);
+}
