@@ -642,7 +642,8 @@ static void test_stop_is_clean_and_releases_descriptors(void **state) {
         publish_db_state(f, false, 0);
         zclock_sleep(10);
     }
-    assert_int_equal(count_open_fds(), before);
+    // <=: a socket of an earlier test may be reaped meanwhile too; a leak would leave more, not fewer
+    assert_true(count_open_fds() <= before);
     assert_int_not_equal(get_status(f, "/healthz"), 503);   // nobody listens any more
 
     http_start_on(f, "127.0.0.1", NULL);   // and the actor can start again (inbox name freed)
