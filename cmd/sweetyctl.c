@@ -5,6 +5,7 @@
 // Subcommands are a table: name, usage line, handler. Each handler gets the loaded configuration
 // and its own arguments.
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,10 @@
 #include "bus/trace_client.h"
 #include "common/util.h"
 #include "conf/config.h"
+#include "storage/bookings.h"
 #include "storage/db.h"
+#include "storage/payments.h"
+#include "storage/queue.h"
 #include "storage/migrate.h"
 #include "storage/plans.h"
 
@@ -127,11 +131,98 @@ static int cmd_trace(ctl_t *ctl, int argc, char **argv) {
     return rc == 0 ? CTL_OK : CTL_FAIL;
 }
 
+// Strips a --json flag from argv (accepted anywhere after the subcommand). Returns whether it was there.
+static bool take_json_flag(int *argc, char **argv) {
+    bool found = false;
+    int out = 0;
+    for (int i = 0; i < *argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            found = true;
+        else
+            argv[out++] = argv[i];
+    }
+    *argc = out;
+    return found;
+}
+
+// Prints one JSON document: compact with --json, indented for people otherwise. Takes doc.
+static int print_json(json_t *doc, bool compact) {
+    if (!doc) {
+        fprintf(stderr, "sweetyctl: out of memory\n");
+        return CTL_FAIL;
+    }
+    char *text = json_dumps(doc, compact ? JSON_COMPACT : JSON_INDENT(2));
+    json_decref(doc);
+    if (!text) return CTL_FAIL;
+    puts(text);
+    free(text);
+    return CTL_OK;
+}
+
+static json_t *str_or_null(const char *s) { return s && *s ? json_string(s) : json_null(); }
+
+static json_t *booking_json(const booking_view_t *b) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:i}", "id", b->id, "status", b->status, "plan",
+                     b->plan, "payment_method", b->payment_method, "created_at", b->created_at, "updated_at",
+                     b->updated_at, "scheduled_for", str_or_null(b->scheduled_for), "price_cents",
+                     (json_int_t)b->price_cents, "currency", b->currency, "duration_seconds", b->duration_seconds);
+}
+
+static json_t *payment_json(const payment_t *p) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:s}", "provider", p->provider,
+                     "status", p->status, "amount_cents", (json_int_t)p->amount_cents, "currency", p->currency,
+                     "session_id", str_or_null(p->session_id), "payment_intent", str_or_null(p->payment_intent),
+                     "invoice_uuid", str_or_null(p->invoice_uuid), "refund_id", str_or_null(p->refund_id), "paid_at",
+                     str_or_null(p->paid_at), "refunded_at", str_or_null(p->refunded_at), "error",
+                     str_or_null(p->error_message), "created_at", p->created_at, "updated_at", p->updated_at);
+}
+
+static json_t *queue_json(const queue_entry_t *q) {
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:o, s:o, s:o}", "status", q->status, "plan", q->plan,
+                     "priority", q->priority, "attempt", q->attempt, "max_retries", q->max_retries, "next_attempt_at",
+                     q->next_attempt_at, "agent_id", str_or_null(q->agent_id), "account_id", str_or_null(q->account_id),
+                     "vapi_call_id", str_or_null(q->vapi_call_id));
+}
+
+// booking show ID: the booking, its payment, its queue entry and its history. No personal data:
+// operators look bookings up by id.
+static int cmd_booking_show(ctl_t *ctl, int argc, char **argv) {
+    bool compact = take_json_flag(&argc, argv);
+    if (argc != 2) return CTL_USAGE;
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    booking_view_t b;
+    int rc = bookings_get(db, argv[1], &b);
+    if (rc != STORE_OK) {
+        db_destroy(&db);
+        fprintf(stderr, "sweetyctl: %s\n", rc == STORE_ERR_NOT_FOUND ? "no such booking" : "database error");
+        return CTL_FAIL;
+    }
+    json_t *doc = json_pack("{s:o}", "booking", booking_json(&b));
+    payment_t p = {0};
+    json_object_set_new(doc, "payment", payments_get(db, b.id, &p) == STORE_OK ? payment_json(&p) : json_null());
+    payment_clear(&p);
+    queue_entry_t q;
+    json_object_set_new(doc, "queue", queue_get(db, b.id, &q) == STORE_OK ? queue_json(&q) : json_null());
+    booking_event_t *events = NULL;
+    size_t n = 0;
+    json_t *list = json_array();
+    if (bookings_events(db, b.id, 0, &events, &n) == STORE_OK)
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(list, json_pack("{s:i, s:s, s:s}", "seq", events[i].seq, "status", events[i].status,
+                                                  "at", events[i].at));
+    free(events);
+    json_object_set_new(doc, "events", list);
+    db_destroy(&db);
+    return print_json(doc, compact);
+}
+
 static const ctl_command_t commands[] = {
     {"migrate", "migrate", cmd_migrate},
     {"plan set", "plan set KEY [--price-cents N] [--duration-seconds N] [--assistant-id ID] [--currency usd]",
      cmd_plan_set},
     {"trace", "trace [--topic PREFIX] [--count N] [--timeout SECONDS]", cmd_trace},
+    {"booking show", "booking show ID [--json]", cmd_booking_show},
 };
 
 static int usage(void) {

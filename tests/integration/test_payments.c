@@ -429,6 +429,9 @@ static void test_bad_stripe_signatures_are_refused_and_store_nothing(void **stat
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "stale_timestamp");
     json_decref(j);
     assert_int_equal(post_stripe(body, "Stripe-Signature: t=1,v0=abc"), 400);
+    char wrong_several[512];
+    snprintf(wrong_several, sizeof wrong_several, "Stripe-Signature: t=%ld,v1=%064d,v1=%064d", now, 0, 1);
+    assert_int_equal(post_stripe(body, wrong_several), 400);
     assert_int_equal(query_int("SELECT count(*) FROM webhook_events"), before);
     // Several v1 values, one of them right (a secret being rolled): accepted, stored once.
     char good[256], several[512];
@@ -617,6 +620,33 @@ static void test_money_for_a_cancelled_booking_is_refunded(void **state) {
     assert_int_equal(wait_status(b.id, b.token, "cancelled", 1000), 0);
 }
 
+static void test_late_cryptomus_money_is_marked_for_a_manual_refund(void **state) {
+    booked_t b;
+    book_paid("standard", "cryptomus", &b);
+    char path[256];
+    snprintf(path, sizeof path, "/_sandbox/cryptomus/invoices/%s/status", b.session);
+    assert_int_equal(sandbox("POST", path, "{\"status\":\"cancel\"}"), 200);
+    assert_int_equal(wait_status(b.id, b.token, "cancelled", 15000), 0);
+    assert_int_equal(sandbox("POST", path, "{\"status\":\"paid\"}"), 200);   // the money came anyway
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM payments WHERE booking_id='%s' AND status='refund_required'", b.id);
+    int64_t deadline = harness_now_ms() + 15000;
+    while (query_int(sql) != 1 && harness_now_ms() < deadline) harness_sleep_ms(100);
+    assert_int_equal(query_int(sql), 1);
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"booking", "show", b.id, "--json", NULL};
+    assert_int_equal(test_daemon_ctl(&F->d, args, &out, &err), 0);
+    json_t *doc = json_loads(out, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "payment"), "status")), "refund_required");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "booking"), "status")), "cancelled");
+    assert_true(json_array_size(json_object_get(doc, "events")) >= 3);
+    assert_true(json_is_null(json_object_get(doc, "queue")));
+    json_decref(doc);
+    free(out);
+    free(err);
+}
+
 static void test_no_personal_data_reaches_the_log(void **state) {
     char *log = harness_read_file(F->d.log);
     assert_non_null(log);
@@ -652,6 +682,7 @@ int main(void) {
         T(test_unreachable_provider_gives_502_and_a_failed_booking),
         T(test_cancel_refunds_a_paid_booking_and_expires_an_unpaid_one),
         T(test_money_for_a_cancelled_booking_is_refunded),
+        T(test_late_cryptomus_money_is_marked_for_a_manual_refund),
         T(test_no_personal_data_reaches_the_log),
     };
     int failed = cmocka_run_group_tests_name("payments", tests, setup, teardown);
