@@ -55,6 +55,9 @@ typedef struct {
     int64_t scheduler_grace_s;
     int64_t scheduler_retry_base_s;
     int64_t scheduler_retry_max_s;
+    int64_t scheduler_lease_s;          // a claimed call not handed to VAPI by then is looked up again
+    int64_t scheduler_account_hold_s;   // an account over VAPI's concurrency limit rests this long
+    int64_t scheduler_stale_call_s;     // an active call silent this long is looked up at VAPI
     // [payments]
     int64_t payments_reconcile_after_s;   // a booking unpaid this long is checked with its provider
     int64_t payments_reconcile_every_s;   // how often the reconciliation sweep runs
