@@ -3,12 +3,50 @@
 
 #include <string.h>
 
+#include "common/util.h"
+#include "realtime/api_error.h"
+
 typedef struct {
     const actor_spec_t *spec;
     actor_ctx_t ctx;
     void *state;
     zsock_t *pipe;
 } actor_run_t;
+
+void actor_publish(actor_ctx_t *ctx, bus_msg_t *msg) {
+    if (bus_publish(ctx->bus, msg) != 0) log_warn(&ctx->log, "publish_failed", "topic=%s", bus_type_topic(msg->type));
+}
+
+void actor_publish_status(actor_ctx_t *ctx, const char *booking_id, const booking_event_t *ev) {
+    if (ev->seq <= 0) return;
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_BOOKING_STATUS);
+    bus_booking_status_t *s = &msg.u.booking_status;
+    snprintf(s->booking_id, sizeof s->booking_id, "%s", booking_id);
+    s->seq = ev->seq;
+    snprintf(s->status, sizeof s->status, "%s", ev->status);
+    int64_t at_ms = 0;
+    s->at = api_rfc3339_parse_ms(ev->at, strlen(ev->at), &at_ms) == 0 ? at_ms * 1000 : util_now_us();
+    actor_publish(ctx, &msg);
+}
+
+void actor_reply(actor_ctx_t *ctx, int64_t request_id, int status, const char *outcome, const char *body) {
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_HTTP_REPLY);
+    bus_http_reply_t *r = &msg.u.http_reply;
+    r->request_id = request_id;
+    r->status = status;
+    snprintf(r->outcome, sizeof r->outcome, "%s", outcome ? outcome : "");
+    if (strlen(body) >= sizeof r->body) {   // never expected: our bodies are small
+        log_error(&ctx->log, "reply_too_large", "request_id=%lld", (long long)request_id);
+        r->status = 500;
+        snprintf(r->body, sizeof r->body, "{\"error\":{\"code\":\"internal\",\"message\":\"answer too large\"}}");
+    } else {
+        memcpy(r->body, body, strlen(body) + 1);
+    }
+    if (bus_send_to(ctx->bus, "http", &msg, 1000) != 0)
+        log_warn(&ctx->log, "reply_failed", "request_id=%lld", (long long)request_id);
+}
 
 void actor_report_start(zsock_t *pipe, bool ok) {
     zsock_signal(pipe, 0);

@@ -14,6 +14,7 @@
 #include "bus/bus.h"
 #include "common/log.h"
 #include "conf/config.h"
+#include "storage/bookings.h"
 #include "storage/db.h"
 
 // What an actor's handlers get: everything here is owned by actor_run on the actor's thread.
@@ -50,6 +51,15 @@ typedef struct {
 // (60 s at most); it returns NULL, having logged it, when the actor did not become ready.
 void actor_report_start(zsock_t *pipe, bool ok);
 zactor_t *actor_start(zactor_fn *fn, void *args, const char *name, const logger_t *log);
+
+// Publishes an event from this actor; a failure is logged (the database stays the truth).
+void actor_publish(actor_ctx_t *ctx, bus_msg_t *msg);
+// Publishes booking.status for a status change storage/ reports (nothing when ev->seq is 0).
+void actor_publish_status(actor_ctx_t *ctx, const char *booking_id, const booking_event_t *ev);
+
+// Answers the http actor's request request_id with an HTTP status and a complete JSON body;
+// `outcome` ("" when none) is what /metrics counts for webhooks.
+void actor_reply(actor_ctx_t *ctx, int64_t request_id, int status, const char *outcome, const char *body);
 
 // czmq actor body for actors described by an actor_spec_t: actor_start(actor_run, &args, ...).
 // args must outlive the actor.

@@ -47,34 +47,15 @@ typedef struct {
 
 // ---- answering the http actor ----------------------------------------------------------------
 
-// Sends `body` (a complete JSON text) as the answer to request_id.
-static void reply_text(payments_t *self, int64_t request_id, int status, const char *outcome, const char *body) {
-    bus_msg_t msg;
-    bus_msg_init(&msg, BUS_HTTP_REPLY);
-    bus_http_reply_t *r = &msg.u.http_reply;
-    r->request_id = request_id;
-    r->status = status;
-    snprintf(r->outcome, sizeof r->outcome, "%s", outcome ? outcome : "");
-    if (strlen(body) >= sizeof r->body) {   // never expected: our bodies are small
-        log_error(&self->ctx->log, "reply_too_large", "request_id=%lld", (long long)request_id);
-        r->status = 500;
-        snprintf(r->body, sizeof r->body, "{\"error\":{\"code\":\"internal\",\"message\":\"answer too large\"}}");
-    } else {
-        memcpy(r->body, body, strlen(body) + 1);
-    }
-    if (bus_send_to(self->ctx->bus, "http", &msg, 1000) != 0)
-        log_warn(&self->ctx->log, "reply_failed", "request_id=%lld", (long long)request_id);
-}
-
 // Takes ownership of `body`.
 static void reply_json(payments_t *self, int64_t request_id, int status, const char *outcome, json_t *body) {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        reply_text(self, request_id, 500, outcome, "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}");
+        actor_reply(self->ctx, request_id, 500, outcome, "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}");
         return;
     }
-    reply_text(self, request_id, status, outcome, text);
+    actor_reply(self->ctx, request_id, status, outcome, text);
     free(text);
 }
 
@@ -86,7 +67,7 @@ static char *error_text(int status, const char *code, const char *message, const
 
 static void reply_error(payments_t *self, int64_t request_id, int status, const char *code, const char *message) {
     char *text = error_text(status, code, message, NULL);
-    reply_text(self, request_id, status, "", text ? text : "{}");
+    actor_reply(self->ctx, request_id, status, "", text ? text : "{}");
     free(text);
 }
 
@@ -96,30 +77,12 @@ static void reply_unavailable(payments_t *self, int64_t request_id) {
 
 // ---- publishing ---------------------------------------------------------------------------------
 
-static void publish(payments_t *self, bus_msg_t *msg) {
-    if (bus_publish(self->ctx->bus, msg) != 0)
-        log_warn(&self->ctx->log, "publish_failed", "topic=%s", bus_type_topic(msg->type));
-}
-
-static void publish_status(payments_t *self, const char *booking_id, const booking_event_t *ev) {
-    if (ev->seq <= 0) return;
-    bus_msg_t msg;
-    bus_msg_init(&msg, BUS_BOOKING_STATUS);
-    bus_booking_status_t *s = &msg.u.booking_status;
-    snprintf(s->booking_id, sizeof s->booking_id, "%s", booking_id);
-    s->seq = ev->seq;
-    snprintf(s->status, sizeof s->status, "%s", ev->status);
-    int64_t at_ms = 0;
-    s->at = api_rfc3339_parse_ms(ev->at, strlen(ev->at), &at_ms) == 0 ? at_ms * 1000 : util_now_us();
-    publish(self, &msg);
-}
-
 static void publish_enqueued(payments_t *self, const char *booking_id, const char *plan) {
     bus_msg_t msg;
     bus_msg_init(&msg, BUS_QUEUE_ENQUEUED);
     snprintf(msg.u.queue_enqueued.booking_id, sizeof msg.u.queue_enqueued.booking_id, "%s", booking_id);
     snprintf(msg.u.queue_enqueued.plan, sizeof msg.u.queue_enqueued.plan, "%s", plan ? plan : "");
-    publish(self, &msg);
+    actor_publish(self->ctx, &msg);
 }
 
 // ---- plans ----------------------------------------------------------------------------------------
@@ -160,7 +123,7 @@ static void finish_create(payments_t *self, int64_t request_id, const char *idem
         else if (idem_finish(self->ctx->db, idem_key, status, body, strlen(body), booking_id) != 0)
             log_warn(&self->ctx->log, "idempotency_finish_failed", "request_id=%lld", (long long)request_id);
     }
-    reply_text(self, request_id, status, "", body);
+    actor_reply(self->ctx, request_id, status, "", body);
 }
 
 static int issue_token(payments_t *self, const char *booking_id, char *token, size_t size) {
@@ -191,7 +154,7 @@ static void checkout_failed(create_job_t *job, const char *reason) {
     payments_t *self = job->self;
     booking_event_t ev = {0};
     if (bookings_checkout_failed(self->ctx->db, job->created.id, reason, &ev) == STORE_OK)
-        publish_status(self, job->created.id, &ev);
+        actor_publish_status(self->ctx, job->created.id, &ev);
     log_warn(&self->ctx->log, "checkout_failed", "booking=%s provider=%s reason=%s", job->created.id,
              job->created.payment_method, reason);
     char *err = error_text(502, "provider_unavailable", "the payment provider could not be reached, try again later",
@@ -217,7 +180,7 @@ static void checkout_created(create_job_t *job, const booking_checkout_t *co, co
         checkout_failed(job, "checkout_not_recorded");
         return;
     }
-    publish_status(self, job->created.id, &ev);
+    actor_publish_status(self->ctx, job->created.id, &ev);
     bus_msg_t msg;
     bus_msg_init(&msg, BUS_PAYMENT_CHECKOUT_CREATED);
     bus_payment_checkout_created_t *c = &msg.u.payment_checkout_created;
@@ -226,7 +189,7 @@ static void checkout_created(create_job_t *job, const booking_checkout_t *co, co
     snprintf(c->checkout_id, sizeof c->checkout_id, "%s", checkout_id);
     c->amount_cents = job->created.price_cents;
     snprintf(c->currency, sizeof c->currency, "%s", job->created.currency);
-    publish(self, &msg);
+    actor_publish(self->ctx, &msg);
     answer_created(self, job->request_id, job->idem_key, job->created.id, "pending_payment", co->checkout_url);
 }
 
@@ -292,11 +255,11 @@ static void publish_created(payments_t *self, const booking_created_t *created, 
     snprintf(c->status, sizeof c->status, "%s", created->status);
     snprintf(c->payment_method, sizeof c->payment_method, "%s", created->payment_method);
     snprintf(c->phone, sizeof c->phone, "%s", phone);
-    publish(self, &msg);
+    actor_publish(self->ctx, &msg);
     booking_event_t first = {.seq = created->seq};
     snprintf(first.status, sizeof first.status, "%s", created->status);
     snprintf(first.at, sizeof first.at, "%s", created->created_at);
-    publish_status(self, created->id, &first);
+    actor_publish_status(self->ctx, created->id, &first);
 }
 
 // Answers a repeated Idempotency-Key without doing the work again. Returns true when answered.
@@ -310,7 +273,7 @@ static bool answer_from_idempotency(payments_t *self, const bus_booking_create_t
     bool answered = true;
     switch (r.state) {
     case IDEM_NEW: answered = false; break;
-    case IDEM_DONE: reply_text(self, req->request_id, r.status, "", (const char *)r.body); break;
+    case IDEM_DONE: actor_reply(self->ctx, req->request_id, r.status, "", (const char *)r.body); break;
     case IDEM_IN_PROGRESS:
         reply_error(self, req->request_id, 409, "idempotency_in_progress",
                     "a request with this Idempotency-Key is still being processed");
@@ -529,7 +492,7 @@ static void on_booking_cancel(payments_t *self, const bus_booking_cancel_t *req)
         answer_cancel(self, req->request_id, req->booking_id, refund_state_of(c.payment_status));
         return;
     }
-    publish_status(self, req->booking_id, &c.event);
+    actor_publish_status(self->ctx, req->booking_id, &c.event);
     log_info(&self->ctx->log, "booking_cancelled", "booking=%s previous=%s", req->booking_id, c.previous_status);
     if (c.expire_checkout && strcmp(c.provider, "stripe") == 0 && self->stripe && c.session_id[0])
         stripe_session_expire(self->stripe, c.session_id, on_session_expired, NULL);
@@ -575,7 +538,7 @@ static int apply_event(payments_t *self, event_kind_t kind, const payment_event_
 
 // What follows a committed event: publish its status changes, queue, refund if money came late.
 static void after_event(payments_t *self, const payment_event_t *ev, const payment_result_t *res) {
-    for (size_t i = 0; i < res->nevents; i++) publish_status(self, res->booking_id, &res->events[i]);
+    for (size_t i = 0; i < res->nevents; i++) actor_publish_status(self->ctx, res->booking_id, &res->events[i]);
     if (res->enqueued) publish_enqueued(self, res->booking_id, NULL);
     bus_msg_t msg;
     bus_msg_init(&msg, BUS_PAYMENT_EVENT);
@@ -585,7 +548,7 @@ static void after_event(payments_t *self, const payment_event_t *ev, const payme
     snprintf(p->event_id, sizeof p->event_id, "%s", ev->event_id);
     snprintf(p->event_type, sizeof p->event_type, "%s", ev->event_type);
     snprintf(p->outcome, sizeof p->outcome, "%s", payment_outcome_name(res->outcome));
-    publish(self, &msg);
+    actor_publish(self->ctx, &msg);
     log_info(&self->ctx->log, "payment_event", "provider=%s type=%s booking=%s outcome=%s", ev->provider,
              ev->event_type, res->booking_id[0] ? res->booking_id : "-", payment_outcome_name(res->outcome));
     if (res->outcome == PAYMENT_REFUND_NEEDED) start_refund(self, res->booking_id, 0);
@@ -628,7 +591,7 @@ static void on_payment_webhook(payments_t *self, const bus_payment_webhook_t *w)
         return;
     }
     if (kind == EVENT_REFUND && res.outcome != PAYMENT_DUPLICATE) record_refund_notice(self, w);
-    reply_text(self, w->request_id, 200, payment_outcome_metric(res.outcome), "{\"received\":true}");
+    actor_reply(self->ctx, w->request_id, 200, payment_outcome_metric(res.outcome), "{\"received\":true}");
     after_event(self, &ev, &res);
 }
 
@@ -684,7 +647,7 @@ static void reconcile_one(payments_t *self, const booking_unpaid_t *u) {
         if (u->age_s < PENDING_CHECKOUT_ABANDON_S) return;
         booking_event_t ev = {0};
         if (bookings_checkout_failed(self->ctx->db, u->booking_id, "checkout_abandoned", &ev) == STORE_OK)
-            publish_status(self, u->booking_id, &ev);
+            actor_publish_status(self->ctx, u->booking_id, &ev);
         return;
     }
     reconcile_job_t *job = calloc(1, sizeof *job);
