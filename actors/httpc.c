@@ -38,6 +38,7 @@ struct transfer_t {
     char *body;                 // NULL when the request has none
     size_t body_len;
     bool retryable;
+    bool retry_unsent;
     int max_attempts;
     int attempts;
     int retry_timer;            // zloop timer id while waiting for a retry, else -1
@@ -113,6 +114,10 @@ static bool transport_error_retryable(int code) {
     default:   // bad URL, certificate problems, a body over the cap, cancellation: the same again
         return false;
     }
+}
+
+bool httpc_nothing_sent(int transport_error) {
+    return transport_error == CURLE_COULDNT_RESOLVE_HOST || transport_error == CURLE_COULDNT_CONNECT;
 }
 
 bool httpc_should_retry(long status, int transport_error, int stripe_should_retry) {
@@ -270,6 +275,7 @@ static void transfer_free(transfer_t *t) {
     for (struct curl_slist *h = t->headers; h; h = h->next) explicit_bzero(h->data, strlen(h->data));
     curl_slist_free_all(t->headers);
     free(t->url);
+    if (t->body) explicit_bzero(t->body, t->body_len);
     free(t->body);
     free(t->rbuf);
     free(t);
@@ -349,8 +355,9 @@ static void attempt_finished(httpc_t *self, transfer_t *t, CURLcode rc) {
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     t->status = status;
     t->error = t->too_large ? CURLE_FILESIZE_EXCEEDED : (int)rc;
-    if (t->retryable && t->attempts < t->max_attempts && !self->destroying &&
-        httpc_should_retry(t->status, t->error, t->should_retry)) {
+    bool again = t->retryable ? httpc_should_retry(t->status, t->error, t->should_retry)
+                              : t->retry_unsent && httpc_nothing_sent(t->error);
+    if (again && t->attempts < t->max_attempts && !self->destroying) {
         int delay = retry_delay(self, t->attempts);
         t->retry_timer = zloop_timer(self->loop, (size_t)delay, 1, on_retry_timer, self);
         if (t->retry_timer >= 0) {
@@ -556,7 +563,10 @@ int httpc_submit(httpc_t *self, const httpc_request_t *req, httpc_done_fn *done,
     t->retry_timer = -1;
     t->should_retry = -1;
     t->retryable = req->retryable;
-    t->max_attempts = !req->retryable ? 1 : req->max_attempts > 0 ? req->max_attempts : HTTPC_DEFAULT_MAX_ATTEMPTS;
+    t->retry_unsent = req->retry_unsent;
+    t->max_attempts = !req->retryable && !req->retry_unsent ? 1
+                      : req->max_attempts > 0              ? req->max_attempts
+                                                           : HTTPC_DEFAULT_MAX_ATTEMPTS;
     t->done = done;
     t->arg = arg;
     t->started_ms = util_monotonic_ms();
@@ -623,6 +633,7 @@ void httpc_prepared_clear(httpc_prepared_t *p) {
         free(p->headers[i]);
     }
     free(p->url);
+    if (p->body) explicit_bzero(p->body, p->body_len);
     free(p->body);
     memset(p, 0, sizeof *p);
 }
@@ -640,6 +651,7 @@ int httpc_submit_prepared(httpc_t *self, const httpc_prepared_t *p, int connect_
         .max_attempts = p->max_attempts,
         .retryable = p->retryable,
         .log_name = p->log_name,
+        .retry_unsent = p->retry_unsent,
     };
     return httpc_submit(self, &req, done, arg);
 }

@@ -18,6 +18,9 @@
 // same Idempotency-Key): after a network error, a 409, a 429 or a status >= 500, unless the
 // answer carries `Stripe-Should-Retry: false`; `Stripe-Should-Retry: true` forces one. Waits of
 // base·2^(n-1) ms capped at cap ms, each ±20 % (defaults 500 ms and 5 s), up to max_attempts.
+// A request that must not be sent twice (no idempotency at the provider) may still be marked
+// `retry_unsent`: it is then retried, with the same waits, only after an error that proves no
+// request left this host (httpc_nothing_sent: the name did not resolve, the connection was refused).
 //
 // Logging: one line per finished request, `event=http_out name=<log_name> method=.. status=..
 // attempts=.. ms=..` plus `curl_code=..` when no answer came and `request_id=..` when the answer
@@ -52,6 +55,8 @@ typedef struct {
     int max_attempts;                // retryable only: 0 = HTTPC_DEFAULT_MAX_ATTEMPTS
     bool retryable;                  // safe to send again (idempotent, or has an Idempotency-Key)
     const char *log_name;            // static text for the log line, e.g. "stripe.checkout_create"
+    bool retry_unsent;               // not retryable, but sent again while no attempt left this host
+                                     // (max_attempts applies as for retryable; 0 = the default)
 } httpc_request_t;
 
 typedef struct {
@@ -90,6 +95,10 @@ void httpc_set_backoff(httpc_t *self, int base_ms, int cap_ms);
 // CURLcode (0 when an answer came), stripe_should_retry as in httpc_response_t.
 bool httpc_should_retry(long status, int transport_error, int stripe_should_retry);
 
+// Whether a transport error (a CURLcode) proves that the request never left this host: the name
+// did not resolve or the connection was refused. Any other failure may have reached the server.
+bool httpc_nothing_sent(int transport_error);
+
 // The wait before retry number `retry` (1 = the first retry): min(base·2^(retry-1), cap), scaled
 // by a factor in [0.8, 1.2] taken from rnd (0 → 0.8, UINT32_MAX → 1.2).
 int httpc_backoff_ms(int base_ms, int cap_ms, int retry, uint32_t rnd);
@@ -110,7 +119,7 @@ const char *provider_outcome_name(provider_outcome_t kind);   // "ok", "unavaila
 
 // A request with owned strings, built by a client's prepare function and inspected by tests;
 // httpc_submit_prepared() sends it. Clear with httpc_prepared_clear() (wipes header values,
-// which hold keys).
+// which hold keys, and the body, which may hold a secret; httpc wipes its own copies too).
 typedef struct {
     const char *method;                                   // static text
     char *url;
@@ -120,6 +129,7 @@ typedef struct {
     bool retryable;
     int max_attempts;
     const char *log_name;                                 // static text
+    bool retry_unsent;                                    // as in httpc_request_t
 } httpc_prepared_t;
 
 // Appends a header built from fmt. 0, or -1 when out of memory or full.

@@ -1,5 +1,5 @@
 // realtime/http.c — the HTTP actor: the lws server, its routes, /healthz and /metrics, and the
-// hand-over of API and webhook requests to the payments actor.
+// hand-over of API and webhook requests to the payments actor (VAPI's to the dialer).
 //
 // Threading. Everything in this file runs on one thread, the czmq actor thread, which runs the
 // libwebsockets service loop; no lws call is made from anywhere else. Debian's lws 4.1.6 has no
@@ -18,18 +18,19 @@
 // the response is written from LWS_CALLBACK_HTTP_WRITEABLE — headers in one turn, then the body in
 // chunks, the last one LWS_WRITE_HTTP_FINAL — and the transaction is then completed (keep-alive)
 // or the connection closed. Request bodies are accumulated up to the route's limit (16 KiB, 256 KiB
-// for webhooks) in LWS_CALLBACK_HTTP_BODY and the route runs at HTTP_BODY_COMPLETION; a larger
-// declared body is answered 413 at once and the connection closed. The request headers a route
-// needs (Origin, Content-Type, Authorization, Idempotency-Key, Stripe-Signature) are copied into
-// the session when the request arrives, so nothing depends on lws keeping them. Every request ends
-// in one log line (event=http_request) and one count in sweety_http_requests_total. WebSockets come
-// in a later issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
+// for webhooks, 1 MiB for VAPI's) in LWS_CALLBACK_HTTP_BODY and the route runs at
+// HTTP_BODY_COMPLETION; a larger declared body is answered 413 at once and the connection closed.
+// The request headers a route needs (Origin, Content-Type, Authorization, Idempotency-Key,
+// Stripe-Signature; X-Vapi-Secret, x-signature, x-timestamp) are copied into the session when the
+// request arrives, so nothing depends on lws keeping them. Every request ends in one log line
+// (event=http_request) and one count in sweety_http_requests_total. WebSockets come in a later
+// issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
 //
-// Hand-over. The work behind /api/* and /webhooks/* is done by the payments actor. A request gets
-// an id from the pending table (pending.h), its command goes to payments' inbox (bus_send_to, at
-// most HTTP_SEND_TIMEOUT_MS), and the connection waits. HTTP_REPLY on our inbox names the id; its
-// status and body (a complete JSON document) become the response, and lws_callback_on_writable
-// sends it. A client that leaves first turns its entry into an orphan (the reply is then still
+// Hand-over. The work behind /api/* and /webhooks/* is done by the payments actor (/webhooks/vapi:
+// by the dialer). A request gets an id from the pending table (pending.h), its command goes to
+// that actor's inbox (bus_send_to, at most HTTP_SEND_TIMEOUT_MS), and the connection waits.
+// HTTP_REPLY on our inbox names the id; its status and body (a complete JSON document) become the
+// response, and lws_callback_on_writable sends it. A client that leaves first turns its entry into an orphan (the reply is then still
 // accounted, never written); no reply within reply_timeout_ms is a 503; a full table is a 503.
 // CORS for /api/*: the one allowed origin gets Access-Control-Allow-Origin (and preflights their
 // Allow-* headers); other origins get none, so browsers refuse the answer.
@@ -115,6 +116,7 @@ static const route_t routes[] = {
     {"/api/bookings/", true, "/api/bookings/{id}", GET_ | POST_, route_booking_item, 0, ROUTE_API},
     {"/webhooks/stripe", false, "/webhooks/stripe", POST_, route_webhook_stripe, HTTP_WEBHOOK_BODY_MAX, 0},
     {"/webhooks/cryptomus", false, "/webhooks/cryptomus", POST_, route_webhook_cryptomus, HTTP_WEBHOOK_BODY_MAX, 0},
+    {"/webhooks/vapi", false, "/webhooks/vapi", POST_, route_webhook_vapi, HTTP_VAPI_BODY_MAX, 0},
     {"/api", false, "/api/*", 0, route_api_not_found, 0, ROUTE_API},
     {"/api/", true, "/api/*", 0, route_api_not_found, 0, ROUTE_API},
 };
@@ -394,6 +396,9 @@ static void session_end(http_t *self, session_t *s, bool aborted) {
     free(s->resp_owned);
     free(s->bearer);
     free(s->stripe_signature);
+    free(s->vapi_secret);
+    free(s->vapi_signature);
+    free(s->vapi_timestamp);
     memset(s, 0, sizeof *s);
 }
 
@@ -529,6 +534,11 @@ static void capture_headers(http_t *self, struct lws *wsi, session_t *s) {
     free(idem);
 
     s->stripe_signature = custom_header_dup(wsi, "stripe-signature:", WEBHOOK_HEADER_MAX, NULL);
+    if (s->route->handler == route_webhook_vapi) {
+        s->vapi_secret = custom_header_dup(wsi, "x-vapi-secret:", WEBHOOK_HEADER_MAX, NULL);
+        s->vapi_signature = custom_header_dup(wsi, "x-signature:", WEBHOOK_HEADER_MAX, NULL);
+        s->vapi_timestamp = custom_header_dup(wsi, "x-timestamp:", 64, NULL);
+    }
 }
 
 static void respond_too_large(session_t *s) {
@@ -698,15 +708,20 @@ static bool kind_is_webhook(int kind, webhook_provider_t *provider) {
     return true;
 }
 
+// The actor a pending request of this kind waits for.
+static const char *kind_target(int kind) {
+    return kind == PENDING_WEBHOOK_BASE + PROVIDER_VAPI ? HTTP_DIALER_ACTOR : HTTP_PAYMENTS_ACTOR;
+}
+
 // One line a second at most: a payments actor that is down would otherwise log once per request.
-static void upstream_failed(http_t *self, upstream_failure_t why, const char *route_label) {
+static void upstream_failed(http_t *self, upstream_failure_t why, const char *target, const char *route_label) {
     self->upstream_failures[why]++;
     int64_t now = http_monotonic_ms();
     if (now - self->upstream_log_ms < 1000) {
         self->upstream_suppressed++;
         return;
     }
-    log_warn(&self->log, "upstream_failed", "target=%s reason=%s route=%s suppressed=%" PRIu64, HTTP_PAYMENTS_ACTOR,
+    log_warn(&self->log, "upstream_failed", "target=%s reason=%s route=%s suppressed=%" PRIu64, target,
              upstream_failures[why], route_label ? route_label : "-", self->upstream_suppressed);
     self->upstream_log_ms = now;
     self->upstream_suppressed = 0;
@@ -723,15 +738,17 @@ static bool set_request_id(bus_msg_t *msg, int64_t id) {
     case BUS_BOOKING_GET: msg->u.booking_get.request_id = id; return true;
     case BUS_BOOKING_CANCEL: msg->u.booking_cancel.request_id = id; return true;
     case BUS_PAYMENT_WEBHOOK: msg->u.payment_webhook.request_id = id; return true;
+    case BUS_VAPI_WEBHOOK: msg->u.vapi_webhook.request_id = id; return true;
     default: return false;
     }
 }
 
 bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, int kind) {
     webhook_provider_t provider;
+    const char *target = msg->type == BUS_VAPI_WEBHOOK ? HTTP_DIALER_ACTOR : HTTP_PAYMENTS_ACTOR;
     int64_t id = pending_add(self->pending, wsi, kind, http_monotonic_ms() + self->reply_timeout_ms);
     if (id < 0) {
-        upstream_failed(self, UPSTREAM_TABLE_FULL, s->label);
+        upstream_failed(self, UPSTREAM_TABLE_FULL, target, s->label);
         if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
         respond_unavailable(s);
         return false;
@@ -739,10 +756,10 @@ bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, i
     bool known = set_request_id(msg, id);
     assert(known);   // only request messages are forwarded
     (void)known;
-    int rc = bus_send_to(self->bus, HTTP_PAYMENTS_ACTOR, msg, HTTP_SEND_TIMEOUT_MS);
+    int rc = bus_send_to(self->bus, target, msg, HTTP_SEND_TIMEOUT_MS);
     if (rc != 0) {
         pending_take(self->pending, id, NULL, NULL);
-        upstream_failed(self, UPSTREAM_SEND_FAILED, s->label);
+        upstream_failed(self, UPSTREAM_SEND_FAILED, target, s->label);
         if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
         respond_unavailable(s);
         return false;
@@ -793,7 +810,7 @@ static void on_reply_expired(void *arg, int64_t id, void *owner, int kind) {
     http_t *self = arg;
     webhook_provider_t provider;
     if (kind_is_webhook(kind, &provider)) http_count_webhook(self, provider, OUTCOME_UNAVAILABLE);
-    upstream_failed(self, UPSTREAM_TIMEOUT, NULL);
+    upstream_failed(self, UPSTREAM_TIMEOUT, kind_target(kind), NULL);
     if (!owner) return;
     session_t *s = lws_wsi_user(owner);
     if (!s || !s->active || s->request_id != id) return;

@@ -25,8 +25,10 @@
 
 #define HTTP_ACTOR_NAME "http"
 #define HTTP_PAYMENTS_ACTOR "payments"        // serves plans, bookings and payment webhooks
+#define HTTP_DIALER_ACTOR "dialer"            // serves VAPI server messages (vapi.webhook)
 #define HTTP_BODY_MAX (16 * 1024)             // default request body limit (413 too_large)
 #define HTTP_WEBHOOK_BODY_MAX (256 * 1024)    // body limit of the provider webhook routes
+#define HTTP_VAPI_BODY_MAX (1024 * 1024)      // ... but /webhooks/vapi: end-of-call reports carry transcripts
 #define HTTP_SEND_TIMEOUT_MS 200              // a command that cannot be queued this fast: 503
 #define HTTP_PENDING_MAX 4096                 // requests waiting for an answer; more: 503
 #define HTTP_REPLY_TIMEOUT_MS_DEFAULT 30000   // no answer within this: 503
@@ -36,7 +38,8 @@
 #define HTTP_CORS_MAX_AGE_S 600
 
 // Webhook metrics: sweety_webhooks_total{provider,outcome}. The first four outcomes come from the
-// payments actor's reply; the others are decided here at the edge.
+// serving actor's reply (payments, or the dialer for VAPI); the others are decided here at the edge
+// (and `ignored` too, for VAPI message types nobody acts on).
 typedef enum { PROVIDER_STRIPE, PROVIDER_CRYPTOMUS, PROVIDER_VAPI, PROVIDER_COUNT } webhook_provider_t;
 typedef enum {
     OUTCOME_APPLIED,
@@ -134,6 +137,9 @@ typedef struct {
     bool idem_present, idem_valid;
     char idem_key[HTTP_IDEM_KEY_MAX + 1];
     char *stripe_signature;    // Stripe-Signature, NULL when absent or too long
+    char *vapi_secret;         // X-Vapi-Secret, the same
+    char *vapi_signature;      // x-signature (VAPI HMAC credential), the same
+    char *vapi_timestamp;      // x-timestamp, the same
     // request body
     size_t body_max;
     bool expect_body;
@@ -185,9 +191,10 @@ void http_respond_api_error(session_t *s, const api_error_t *e);
 // 405 method_not_allowed with an Allow header listing `methods`.
 void http_respond_method_not_allowed(session_t *s, unsigned methods);
 
-// Hands msg (PLANS_GET, BOOKING_*, PAYMENT_WEBHOOK; its request_id is filled in here) to the
-// payments actor and parks the request until HTTP_REPLY, the client leaving, or the reply timeout.
-// On failure the session gets 503 unavailable and false is returned.
+// Hands msg (its request_id is filled in here) to the actor that serves it — VAPI_WEBHOOK to the
+// dialer, PLANS_GET, BOOKING_* and PAYMENT_WEBHOOK to payments — and parks the request until
+// HTTP_REPLY, the client leaving, or the reply timeout. On failure the session gets 503
+// unavailable and false is returned.
 bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, int kind);
 
 // Counts one request of this connection's source address against `rl`. IPv4 addresses (also
@@ -206,6 +213,7 @@ void route_bookings(http_t *self, struct lws *wsi, session_t *s);
 void route_booking_item(http_t *self, struct lws *wsi, session_t *s);   // GET {id}, POST {id}/cancel
 void route_webhook_stripe(http_t *self, struct lws *wsi, session_t *s);
 void route_webhook_cryptomus(http_t *self, struct lws *wsi, session_t *s);
+void route_webhook_vapi(http_t *self, struct lws *wsi, session_t *s);
 
 // A 200 answer to PLANS_GET arrived: keep it for HTTP_PLANS_CACHE_MS (api_routes.c).
 void http_plans_cache_store(http_t *self, const char *body, size_t len);

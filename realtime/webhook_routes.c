@@ -1,6 +1,7 @@
 // realtime/webhook_routes.c — POST /webhooks/stripe and POST /webhooks/cryptomus: rate limit,
 // signature over the raw body (webhook_verify.h), parse (webhook_parse.h), then PAYMENT_WEBHOOK
-// to the payments actor, whose answer is passed through.
+// to the payments actor, whose answer is passed through. POST /webhooks/vapi the same way, with
+// VAPI's secret header (and HMAC signature when configured), VAPI_WEBHOOK and the dialer.
 //
 // Nothing is believed before the signature checks out, and nothing reaches payments unless it did.
 // The answer is 2xx only when payments says so, that is after it stored the event: anything else
@@ -12,6 +13,15 @@
 // Event fields that do not fit their bus field are sent as absent, as webhook_parse does for its
 // own buffers (never cut: a cut id would name something else) — except the event id, type and
 // object id, without which the event cannot be recorded: those make the request invalid_payload.
+//
+// VAPI sends many kinds of server messages (providers.md §2.6). Only status-update,
+// end-of-call-report and hang go to the dialer; every other verified message is answered 200 {}
+// at once and counted `ignored`. That includes the ones that expect an answer (assistant-request,
+// tool-calls, transfer-destination-request, knowledge-base-request): our assistants, tools and
+// transfers are configured at VAPI, and we ask for only those three types in serverMessages, so
+// such a message reaching us is a misconfiguration that an empty answer makes harmless. A VAPI
+// request that fails its secret or signature is 401 bad_secret (CONTRACT.md), counted
+// bad_signature like the others.
 //
 // Runs on the HTTP actor's service thread (http_internal.h).
 #include <stdio.h>
@@ -142,4 +152,83 @@ void route_webhook_cryptomus(http_t *self, struct lws *wsi, session_t *s) {
     if (webhook_decimal_cents(ev.amount, &cents) == 0) w->amount_cents = cents;
     FIT(w->currency, ev.currency);
     http_forward(self, wsi, s, &msg, PENDING_WEBHOOK_BASE + PROVIDER_CRYPTOMUS);
+}
+
+// ---- VAPI -----------------------------------------------------------------------------------------
+
+static void vapi_unauthorized(http_t *self, session_t *s, bool stale) {
+    http_count_webhook(self, PROVIDER_VAPI, OUTCOME_BAD_SIGNATURE);
+    http_respond_error(s, 401, "bad_secret",
+                       stale ? "the signature timestamp is outside the tolerance"
+                             : "the webhook secret or signature does not match",
+                       NULL);
+}
+
+// The message types the dialer acts on.
+static bool vapi_forwarded_type(const char *type) {
+    return strcmp(type, "status-update") == 0 || strcmp(type, "end-of-call-report") == 0 || strcmp(type, "hang") == 0;
+}
+
+// USD → millionths of a dollar; 0 when absent or not a plausible cost.
+static int64_t cost_micros(const vapi_event_t *ev) {
+    if (!ev->has_cost || !(ev->cost >= 0 && ev->cost <= 1e9)) return 0;
+    return (int64_t)(ev->cost * 1e6 + 0.5);
+}
+
+void route_webhook_vapi(http_t *self, struct lws *wsi, session_t *s) {
+    const config_t *cfg = self->cfg;
+    if (limited(self, wsi, s, PROVIDER_VAPI)) return;
+    if (!cfg->vapi_webhook_secret || !*cfg->vapi_webhook_secret) {
+        not_configured(self, s, PROVIDER_VAPI);
+        return;
+    }
+    const char *body = s->body ? s->body : "";
+    if (vapi_secret_verify(s->vapi_secret, cfg->vapi_webhook_secret) != WEBHOOK_OK) {
+        vapi_unauthorized(self, s, false);
+        return;
+    }
+    if (cfg->vapi_webhook_hmac_secret && *cfg->vapi_webhook_hmac_secret) {
+        int rc = vapi_hmac_verify(s->vapi_signature, s->vapi_timestamp, body, s->body_len,
+                                  cfg->vapi_webhook_hmac_secret, (int64_t)time(NULL));
+        if (rc != WEBHOOK_OK) {
+            vapi_unauthorized(self, s, rc == WEBHOOK_STALE_TIMESTAMP);
+            return;
+        }
+    }
+    vapi_event_t ev;
+    api_error_t err;
+    if (vapi_event_parse(body, s->body_len, &ev, &err) != 0) {
+        invalid_payload(self, s, PROVIDER_VAPI, err.field);
+        return;
+    }
+    if (!vapi_forwarded_type(ev.type)) {
+        http_count_webhook(self, PROVIDER_VAPI, OUTCOME_IGNORED);
+        http_respond_json_text(s, 200, "{}", 2);
+        return;
+    }
+
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_VAPI_WEBHOOK);
+    bus_vapi_webhook_t *w = &msg.u.vapi_webhook;
+    // a call id for all three; a status that fits for a status-update
+    bool status_fits = FIT(w->status, ev.status);
+    const char *unusable = !ev.call_id[0] || !FIT(w->call_id, ev.call_id) ? "message.call.id"
+                           : !FIT(w->type, ev.type)                          ? "message.type"
+                           : !status_fits && !strcmp(ev.type, "status-update") ? "message.status"
+                                                                               : NULL;
+    if (unusable) {
+        invalid_payload(self, s, PROVIDER_VAPI, unusable);
+        return;
+    }
+    // VAPI's longest ended reasons are provider-fault names whose meaning is in their prefix
+    // (call.in-progress.error-vapifault-…): cut to the bus field rather than dropped.
+    snprintf(w->ended_reason, sizeof w->ended_reason, "%.*s", (int)sizeof w->ended_reason - 1, ev.ended_reason);
+    FIT(w->booking_id, ev.booking_id);
+    if (ev.has_started_at) w->started_at_ms = ev.started_at_ms;
+    if (ev.has_ended_at) w->ended_at_ms = ev.ended_at_ms;
+    if (ev.has_duration) w->duration_ms = ev.duration_ms;
+    w->cost_micros = cost_micros(&ev);
+    FIT(w->recording_url, ev.recording_url);
+    if (ev.has_timestamp) w->timestamp_ms = ev.timestamp_ms;
+    http_forward(self, wsi, s, &msg, PENDING_WEBHOOK_BASE + PROVIDER_VAPI);
 }

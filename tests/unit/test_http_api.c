@@ -1,14 +1,14 @@
 // tests/unit/test_http_api.c — the HTTP actor's /api/* and /webhooks/* routes, in-process and over
 // real HTTP (libcurl): the bus broker and the http actor run as czmq actors on a free port of
-// 127.0.0.1, and a scripted stand-in for the payments actor (an endpoint named "payments" in its
-// own thread, for this unit test only) records every command it gets and answers HTTP_REPLY as the
-// test tells it: at once, never, or when released.
+// 127.0.0.1, and scripted stand-ins for the payments and dialer actors (endpoints named "payments"
+// and "dialer", each in its own thread, for this unit test only) record every command they get and
+// answer HTTP_REPLY as the test tells them: at once, never, or when released.
 //
 // Also the pure parts behind those routes: the pending-request table, the rate limiter, and the
 // decimal amounts of Cryptomus webhooks.
 //
-// Signatures are computed here with OpenSSL directly (HMAC-SHA256 for Stripe, md5(base64(body) +
-// key) for Cryptomus), not with the code under test.
+// Signatures are computed here with OpenSSL directly (HMAC-SHA256 for Stripe and VAPI,
+// md5(base64(body) + key) for Cryptomus), not with the code under test.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -38,14 +39,17 @@
 #include "realtime/pending.h"
 #include "realtime/ratelimit.h"
 #include "realtime/webhook_parse.h"
+#include "realtime/webhook_verify.h"
 
 #define WAIT_MS 5000
 #define TOKEN_SECRET "token-secret-for-tests"
 #define STRIPE_SECRET "whsec_test_secret"
 #define CRYPTOMUS_KEY "testPaymentKey123"
+#define VAPI_SECRET "vapi-shared-secret-1"
+#define VAPI_HMAC "vapi-hmac-secret-1"
 #define ORIGIN "http://app.example"
 
-// ---- the stand-in for the payments actor -----------------------------------------------------
+// ---- the stand-ins for the payments and dialer actors --------------------------------------
 
 typedef enum { MODE_REPLY, MODE_SILENT, MODE_HOLD } fake_mode_t;
 
@@ -65,6 +69,7 @@ static int64_t request_id_of(const bus_msg_t *m) {
     case BUS_BOOKING_GET: return m->u.booking_get.request_id;
     case BUS_BOOKING_CANCEL: return m->u.booking_cancel.request_id;
     case BUS_PAYMENT_WEBHOOK: return m->u.payment_webhook.request_id;
+    case BUS_VAPI_WEBHOOK: return m->u.vapi_webhook.request_id;
     default: return -1;
     }
 }
@@ -88,11 +93,11 @@ static void fake_on_command(fake_t *fake, bus_endpoint_t *ep, const bus_msg_t *m
     free(reply);
 }
 
-// Pipe commands: SCRIPT mode status outcome body (answers a signal); TAKE (answers one frame: the
-// oldest command received as bus_msg_t bytes, or an empty frame); RELEASE (sends the held replies,
-// answers a signal); $TERM.
-static void fake_payments(zsock_t *pipe, void *args) {
-    bus_endpoint_t *ep = bus_endpoint_new("payments", NULL);
+// args: the endpoint's name ("payments", "dialer"). Pipe commands: SCRIPT mode status outcome body
+// (answers a signal); TAKE (answers one frame: the oldest command received as bus_msg_t bytes, or an
+// empty frame); RELEASE (sends the held replies, answers a signal); $TERM.
+static void fake_actor(zsock_t *pipe, void *args) {
+    bus_endpoint_t *ep = bus_endpoint_new((const char *)args, NULL);
     zsock_signal(pipe, ep ? 0 : 1);
     if (!ep) return;
     fake_t fake = {.mode = MODE_REPLY, .status = 200, .received = zlist_new(), .held = zlist_new()};
@@ -156,6 +161,7 @@ typedef struct {
     bus_broker_args_t broker_args;
     zactor_t *broker;
     zactor_t *payments;
+    zactor_t *dialer;
     config_t cfg;
     http_args_t http_args;
     zactor_t *http;
@@ -163,11 +169,15 @@ typedef struct {
     char base[80];
 } fixture_t;
 
-static void script(fixture_t *f, const char *mode, int status, const char *outcome, const char *body) {
+static void script_actor(zactor_t *actor, const char *mode, int status, const char *outcome, const char *body) {
     char st[16];
     snprintf(st, sizeof st, "%d", status);
-    zstr_sendx(f->payments, "SCRIPT", mode, st, outcome, body, NULL);
-    assert_int_equal(zsock_wait(f->payments), 0);
+    zstr_sendx(actor, "SCRIPT", mode, st, outcome, body, NULL);
+    assert_int_equal(zsock_wait(actor), 0);
+}
+
+static void script(fixture_t *f, const char *mode, int status, const char *outcome, const char *body) {
+    script_actor(f->payments, mode, status, outcome, body);
 }
 
 static void release_held(fixture_t *f) {
@@ -175,12 +185,12 @@ static void release_held(fixture_t *f) {
     assert_int_equal(zsock_wait(f->payments), 0);
 }
 
-// The oldest command the stand-in received, waiting up to timeout_ms. false when none came.
-static bool take(fixture_t *f, bus_msg_t *out, int timeout_ms) {
+// The oldest command a stand-in received, waiting up to timeout_ms. false when none came.
+static bool take_from(zactor_t *actor, bus_msg_t *out, int timeout_ms) {
     int64_t deadline = zclock_mono() + timeout_ms;
     do {
-        zstr_send(f->payments, "TAKE");
-        zframe_t *frame = zframe_recv(f->payments);
+        zstr_send(actor, "TAKE");
+        zframe_t *frame = zframe_recv(actor);
         bool got = frame && zframe_size(frame) == sizeof *out;
         if (got) memcpy(out, zframe_data(frame), sizeof *out);
         zframe_destroy(&frame);
@@ -188,6 +198,10 @@ static bool take(fixture_t *f, bus_msg_t *out, int timeout_ms) {
         zclock_sleep(5);
     } while (zclock_mono() < deadline);
     return false;
+}
+
+static bool take(fixture_t *f, bus_msg_t *out, int timeout_ms) {
+    return take_from(f->payments, out, timeout_ms);
 }
 
 static int free_port(void) {
@@ -238,8 +252,10 @@ static int setup(void **state) {
                                          .log = {.level = SLOG_WARN, .who = "broker"}};
     f->broker = bus_broker_new(&f->broker_args);
     if (!f->broker) return -1;
-    f->payments = zactor_new(fake_payments, NULL);
+    f->payments = zactor_new(fake_actor, "payments");
     if (!f->payments) return -1;
+    f->dialer = zactor_new(fake_actor, "dialer");
+    if (!f->dialer) return -1;
     f->cfg.http_listen_host = "127.0.0.1";
     f->cfg.http_cors_origin = ORIGIN "/";   // a trailing slash in the configuration is tolerated
     f->cfg.http_booking_rate_per_min = 1000;
@@ -247,6 +263,7 @@ static int setup(void **state) {
     f->cfg.stripe_webhook_secret = STRIPE_SECRET;
     f->cfg.stripe_tolerance_s = 300;
     f->cfg.cryptomus_payment_key = CRYPTOMUS_KEY;
+    f->cfg.vapi_webhook_secret = VAPI_SECRET;
     f->cfg.security_token_secret = TOKEN_SECRET;
     *state = f;
     http_restart(f, 5000);
@@ -257,6 +274,7 @@ static int teardown(void **state) {
     fixture_t *f = *state;
     zactor_destroy(&f->http);
     zactor_destroy(&f->payments);
+    zactor_destroy(&f->dialer);
     zactor_destroy(&f->broker);
     char path[256];
     snprintf(path, sizeof path, "%s/trace", f->tmpdir);
@@ -1099,6 +1117,364 @@ static void test_cryptomus_webhook_good_and_bad_signatures(void **state) {
     free(tampered);
 }
 
+// ---- VAPI ---------------------------------------------------------------------------------------
+
+#define VAPI_CALL "6f1c2b9e-1d2a-4f43-9a57-0c4f1f0d9e11"
+#define VAPI_BOOKING "0b7e3a1c-8a51-4c1e-9a57-2f6f5e1c9d3a"
+
+static const char vapi_ringing[] =
+    "{\"message\":{\"type\":\"status-update\",\"status\":\"ringing\",\"timestamp\":1795293061000,"
+    "\"call\":{\"id\":\"" VAPI_CALL "\",\"status\":\"ringing\",\"phoneNumberId\":\"ph-1\","
+    "\"assistantOverrides\":{\"metadata\":{\"booking_id\":\"" VAPI_BOOKING "\",\"attempt\":1}}},"
+    "\"customer\":{\"number\":\"+15551234567\"}}}";
+
+// hex HMAC-SHA256(secret, "<timestamp>.<body>"), as VAPI's HMAC credential signs by default.
+static void vapi_hmac_hex(const char *secret, const char *timestamp, const char *body, size_t len, char hex[65]) {
+    char *payload = malloc(strlen(timestamp) + 1 + len + 1);
+    size_t tl = strlen(timestamp);
+    memcpy(payload, timestamp, tl);
+    payload[tl] = '.';
+    memcpy(payload + tl + 1, body, len);
+    unsigned char mac[32];
+    unsigned int maclen = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)payload, tl + 1 + len, mac, &maclen);
+    free(payload);
+    assert_int_equal(maclen, 32);
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", mac[i]);
+}
+
+// POSTs body to /webhooks/vapi with `secret` in X-Vapi-Secret (none when NULL) and the extra headers.
+static void vapi_post_n(fixture_t *f, const char *secret, const char *body, size_t len, const char *const *extra,
+                        reply_t *r) {
+    char secret_header[256];
+    const char *headers[8] = {"Content-Type: application/json"};
+    size_t n = 1;
+    if (secret) {
+        snprintf(secret_header, sizeof secret_header, "X-Vapi-Secret: %s", secret);
+        headers[n++] = secret_header;
+    }
+    for (size_t i = 0; extra && extra[i] && n < 7; i++) headers[n++] = extra[i];
+    headers[n] = NULL;
+    call(f, "POST", "/webhooks/vapi", body, len, headers, 5000, r);
+}
+
+static void vapi_post(fixture_t *f, const char *secret, const char *body, const char *const *extra, reply_t *r) {
+    vapi_post_n(f, secret, body, strlen(body), extra, r);
+}
+
+static bool take_dialer(fixture_t *f, bus_msg_t *out, int timeout_ms) {
+    return take_from(f->dialer, out, timeout_ms);
+}
+
+// Proves that nothing reached the dialer before it: a message that certainly does, which must then
+// be the first one the stand-in holds.
+static void assert_nothing_sent_to_dialer(fixture_t *f, const char *const *extra) {
+    const char *barrier = "{\"message\":{\"type\":\"hang\",\"call\":{\"id\":\"barrier\"}}}";
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    reply_t r;
+    vapi_post(f, VAPI_SECRET, barrier, extra, &r);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+    bus_msg_t m;
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    if (m.type != BUS_VAPI_WEBHOOK || strcmp(m.u.vapi_webhook.call_id, "barrier") != 0)
+        fail_msg("a command was sent to the dialer: %s %s", bus_type_topic(m.type), m.u.vapi_webhook.call_id);
+}
+
+static void test_vapi_webhook_with_a_bad_or_missing_secret_is_401_and_sends_nothing(void **state) {
+    fixture_t *f = *state;
+    char too_long[WEBHOOK_HEADER_MAX + 16];
+    memset(too_long, 'x', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = '\0';
+    const char *wrong[] = {"vapi-shared-secret-2", "VAPI-SHARED-SECRET-1", "vapi-shared-secret-1x", "vapi-shared-secret-",
+                           too_long};
+    reply_t r;
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        vapi_post(f, wrong[i], vapi_ringing, NULL, &r);
+        assert_error(&r, 401, "bad_secret");
+        reply_clear(&r);
+    }
+    vapi_post(f, NULL, vapi_ringing, NULL, &r);   // no header at all
+    assert_error(&r, 401, "bad_secret");
+    reply_clear(&r);
+    const char *lowercase[] = {"x-vapi-secret: " VAPI_SECRET, NULL};   // header names in any case
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    vapi_post(f, NULL, vapi_ringing, lowercase, &r);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+    bus_msg_t m;
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_nothing_sent_to_dialer(f, NULL);
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"bad_signature\"} 6\n"));
+    assert_nothing_sent(f);   // nor to payments
+
+    f->cfg.vapi_webhook_secret = NULL;   // not configured: refused, not accepted
+    http_restart(f, 5000);
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_error(&r, 503, "unavailable");
+    reply_clear(&r);
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"unavailable\"} 1\n"));
+}
+
+static void test_vapi_hmac_signature_when_configured(void **state) {
+    fixture_t *f = *state;
+    f->cfg.vapi_webhook_hmac_secret = VAPI_HMAC;
+    http_restart(f, 5000);
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    int64_t now = (int64_t)time(NULL);
+    char ts_s[32], ts_ms[32], ts_old[32], ts_future_ms[32];
+    snprintf(ts_s, sizeof ts_s, "%lld", (long long)now);
+    snprintf(ts_ms, sizeof ts_ms, "%lld", (long long)now * 1000 + 123);
+    snprintf(ts_old, sizeof ts_old, "%lld", (long long)now - 1000);
+    snprintf(ts_future_ms, sizeof ts_future_ms, "%lld", ((long long)now + 1000) * 1000);
+    char hex[65], sig[128], ts[64];
+    reply_t r;
+    bus_msg_t m;
+
+    // good signatures: seconds, milliseconds, with the sha256= prefix, upper-case hex
+    const char *good_ts[] = {ts_s, ts_ms, ts_s, ts_ms};
+    for (size_t i = 0; i < 4; i++) {
+        vapi_hmac_hex(VAPI_HMAC, good_ts[i], vapi_ringing, strlen(vapi_ringing), hex);
+        if (i == 3)
+            for (char *c = hex; *c; c++) *c = (char)toupper((unsigned char)*c);
+        snprintf(sig, sizeof sig, "x-signature: %s%s", i == 2 ? "sha256=" : "", hex);
+        snprintf(ts, sizeof ts, "x-timestamp: %s", good_ts[i]);
+        const char *extra[] = {sig, ts, NULL};
+        vapi_post(f, VAPI_SECRET, vapi_ringing, extra, &r);
+        if (r.status != 200) fail_msg("signature %zu: %ld %s", i, r.status, r.body ? r.body : "");
+        reply_clear(&r);
+        assert_true(take_dialer(f, &m, WAIT_MS));
+        assert_string_equal(m.u.vapi_webhook.call_id, VAPI_CALL);
+    }
+
+    // bad ones: another key, another body, stale either way, a timestamp that is not the signed one,
+    // headers missing; and a good signature without the shared secret
+    struct {
+        const char *key, *signed_ts, *sent_ts, *body;
+        bool send_sig, send_ts;
+        const char *secret;
+        bool stale;
+    } bad[] = {
+        {"another-key", ts_s, ts_s, vapi_ringing, true, true, VAPI_SECRET, false},
+        {VAPI_HMAC, ts_s, ts_s, "{\"message\":{\"type\":\"status-update\"}}", true, true, VAPI_SECRET, false},
+        {VAPI_HMAC, ts_old, ts_old, vapi_ringing, true, true, VAPI_SECRET, true},
+        {VAPI_HMAC, ts_future_ms, ts_future_ms, vapi_ringing, true, true, VAPI_SECRET, true},
+        {VAPI_HMAC, ts_s, ts_ms, vapi_ringing, true, true, VAPI_SECRET, false},
+        {VAPI_HMAC, ts_s, ts_s, vapi_ringing, false, true, VAPI_SECRET, false},
+        {VAPI_HMAC, ts_s, ts_s, vapi_ringing, true, false, VAPI_SECRET, false},
+        {VAPI_HMAC, ts_s, ts_s, vapi_ringing, true, true, "wrong", false},
+        {VAPI_HMAC, ts_s, ts_s, vapi_ringing, true, true, NULL, false},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vapi_hmac_hex(bad[i].key, bad[i].signed_ts, bad[i].body, strlen(bad[i].body), hex);
+        snprintf(sig, sizeof sig, "x-signature: %s", hex);
+        snprintf(ts, sizeof ts, "x-timestamp: %s", bad[i].sent_ts);
+        const char *extra[3] = {NULL};
+        size_t n = 0;
+        if (bad[i].send_sig) extra[n++] = sig;
+        if (bad[i].send_ts) extra[n++] = ts;
+        vapi_post(f, bad[i].secret, vapi_ringing, extra, &r);
+        assert_error(&r, 401, "bad_secret");
+        if (bad[i].stale) assert_non_null(strstr(r.body, "tolerance"));
+        reply_clear(&r);
+    }
+    vapi_hmac_hex(VAPI_HMAC, ts_s, "{\"message\":{\"type\":\"hang\",\"call\":{\"id\":\"barrier\"}}}",
+                  strlen("{\"message\":{\"type\":\"hang\",\"call\":{\"id\":\"barrier\"}}}"), hex);
+    snprintf(sig, sizeof sig, "x-signature: %s", hex);
+    snprintf(ts, sizeof ts, "x-timestamp: %s", ts_s);
+    const char *barrier_headers[] = {sig, ts, NULL};
+    assert_nothing_sent_to_dialer(f, barrier_headers);
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"bad_signature\"} 9\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"applied\"} 5\n"));
+}
+
+static void test_vapi_status_update_and_reports_reach_the_dialer_and_its_reply_is_passed_through(void **state) {
+    fixture_t *f = *state;
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    reply_t r;
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{}");
+    assert_true(has_header(&r, "Content-Type: application/json"));
+    reply_clear(&r);
+    bus_msg_t m;
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_int_equal(m.type, BUS_VAPI_WEBHOOK);
+    assert_string_equal(m.from, "http");
+    const bus_vapi_webhook_t *w = &m.u.vapi_webhook;
+    assert_true(w->request_id > 0);
+    assert_string_equal(w->call_id, VAPI_CALL);
+    assert_string_equal(w->type, "status-update");
+    assert_string_equal(w->status, "ringing");
+    assert_string_equal(w->ended_reason, "");
+    assert_string_equal(w->booking_id, VAPI_BOOKING);
+    assert_int_equal(w->timestamp_ms, 1795293061000LL);
+    assert_int_equal(w->started_at_ms, 0);
+    assert_int_equal(w->ended_at_ms, 0);
+    assert_int_equal(w->duration_ms, 0);
+    assert_int_equal(w->cost_micros, 0);
+    assert_string_equal(w->recording_url, "");
+
+    // an end-of-call report: times, duration, cost, recording; the dialer's answer passed through
+    const char *report =
+        "{\"message\":{\"type\":\"end-of-call-report\",\"endedReason\":\"customer-ended-call\","
+        "\"startedAt\":\"2026-11-21T20:31:05.250Z\",\"endedAt\":\"2026-11-21T20:33:05.750Z\",\"cost\":0.1234,"
+        "\"artifact\":{\"recordingUrl\":\"https://storage.vapi.ai/rec.wav\",\"transcript\":\"AI: Hello\","
+        "\"messages\":[]},\"analysis\":{\"summary\":\"ok\"},\"timestamp\":1795293186000,"
+        "\"call\":{\"id\":\"" VAPI_CALL "\",\"assistantOverrides\":{\"metadata\":{\"booking_id\":\"" VAPI_BOOKING "\"}}}}}";
+    script_actor(f->dialer, "reply", 200, "duplicate", "{\"stored\":false}");
+    vapi_post(f, VAPI_SECRET, report, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"stored\":false}");
+    reply_clear(&r);
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_string_equal(w->type, "end-of-call-report");
+    assert_string_equal(w->status, "");
+    assert_string_equal(w->ended_reason, "customer-ended-call");
+    assert_int_equal(w->started_at_ms, 1795293065250LL);
+    assert_int_equal(w->ended_at_ms, 1795293185750LL);
+    assert_int_equal(w->duration_ms, 120500);
+    assert_int_equal(w->cost_micros, 123400);
+    assert_string_equal(w->recording_url, "https://storage.vapi.ai/rec.wav");
+    assert_int_equal(w->timestamp_ms, 1795293186000LL);
+
+    // a recording URL too long for the bus is left out, never cut; an ended reason (113 characters)
+    // is cut to fit
+    char long_url[700], long_reason[200], body[2048];
+    snprintf(long_url, sizeof long_url, "https://storage.vapi.ai/%0600d.wav", 1);
+    snprintf(long_reason, sizeof long_reason, "call.in-progress.error-vapifault-%080d", 7);
+    snprintf(body, sizeof body,
+             "{\"message\":{\"type\":\"status-update\",\"status\":\"ended\",\"endedReason\":\"%s\","
+             "\"artifact\":{\"recordingUrl\":\"%s\"},\"call\":{\"id\":\"c-2\"}}}",
+             long_reason, long_url);
+    script_actor(f->dialer, "reply", 200, "unknown_target", "{}");
+    vapi_post(f, VAPI_SECRET, body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_string_equal(w->call_id, "c-2");
+    assert_string_equal(w->status, "ended");
+    assert_string_equal(w->booking_id, "");
+    assert_string_equal(w->recording_url, "");
+    assert_int_equal(strlen(w->ended_reason), sizeof w->ended_reason - 1);
+    assert_memory_equal(w->ended_reason, long_reason, sizeof w->ended_reason - 1);
+
+    // hang goes to the dialer too
+    script_actor(f->dialer, "reply", 200, "ignored", "{}");
+    vapi_post(f, VAPI_SECRET, "{\"message\":{\"type\":\"hang\",\"call\":{\"id\":\"c-3\"}}}", NULL, &r);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_string_equal(w->type, "hang");
+    assert_string_equal(w->call_id, "c-3");
+
+    // not stored: the dialer's 503 reaches VAPI, and so does silence (after the reply timeout)
+    const char *down = "{\"error\":{\"code\":\"unavailable\",\"message\":\"not stored\"}}";
+    script_actor(f->dialer, "reply", 503, "", down);
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_error(&r, 503, "unavailable");
+    assert_string_equal(r.body, down);
+    reply_clear(&r);
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"applied\"} 1\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"duplicate\"} 1\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"unknown_target\"} 1\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"ignored\"} 1\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"unavailable\"} 1\n"));
+    http_restart(f, 300);
+    script_actor(f->dialer, "silent", 0, "", "");
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_error(&r, 503, "unavailable");
+    reply_clear(&r);
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"unavailable\"} 1\n"));
+    assert_nothing_sent(f);   // payments saw none of it
+}
+
+static void test_vapi_other_message_types_are_answered_at_once_without_a_command(void **state) {
+    fixture_t *f = *state;
+    const char *types[] = {"conversation-update", "speech-update", "transcript", "model-output",
+                           "assistant-request", "tool-calls", "transfer-destination-request",
+                           "knowledge-base-request", "user-interrupted"};
+    size_t n = sizeof types / sizeof types[0];
+    reply_t r;
+    for (size_t i = 0; i < n; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"message\":{\"type\":\"%s\",\"call\":{\"id\":\"" VAPI_CALL "\"}}}", types[i]);
+        vapi_post(f, VAPI_SECRET, body, NULL, &r);
+        if (r.status != 200 || !r.body || strcmp(r.body, "{}") != 0)
+            fail_msg("%s: %ld %s", types[i], r.status, r.body ? r.body : "");
+        reply_clear(&r);
+    }
+    // verified but unreadable: 400 invalid_payload, nothing sent
+    const char *unreadable[] = {"not json", "{\"type\":\"status-update\"}", "{\"message\":{\"status\":\"ended\"}}",
+                                "{\"message\":{\"type\":\"status-update\",\"status\":\"ended\"}}",
+                                "{\"message\":{\"type\":\"status-update\",\"call\":{\"id\":\"c\"}}}",
+                                "{\"message\":{\"type\":\"hang\"}}"};
+    const char *fields[] = {"", "message", "message.type", "message.call.id", "message.status", "message.call.id"};
+    for (size_t i = 0; i < sizeof unreadable / sizeof unreadable[0]; i++) {
+        vapi_post(f, VAPI_SECRET, unreadable[i], NULL, &r);
+        assert_error(&r, 400, "invalid_payload");
+        if (fields[i][0]) assert_non_null(strstr(r.body, fields[i]));
+        reply_clear(&r);
+    }
+    assert_nothing_sent_to_dialer(f, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "sweety_webhooks_total{provider=\"vapi\",outcome=\"ignored\"} %zu\n", n);
+    assert_true(metrics_show(f, want));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"invalid_payload\"} 6\n"));
+}
+
+static void test_vapi_bodies_up_to_1mib_are_read_and_larger_are_413(void **state) {
+    fixture_t *f = *state;
+    size_t max = 1024 * 1024;
+    char *body = malloc(max + 2);
+    size_t n = strlen(vapi_ringing);
+    memcpy(body, vapi_ringing, n - 2);   // all but the two closing braces
+    memset(body + n - 2, ' ', max - n);  // padded with spaces to exactly 1 MiB
+    memcpy(body + max - 2, "}}", 2);
+    body[max] = '\0';
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    reply_t r;
+    vapi_post_n(f, VAPI_SECRET, body, max, NULL, &r);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+    bus_msg_t m;
+    assert_true(take_dialer(f, &m, WAIT_MS));
+    assert_string_equal(m.u.vapi_webhook.call_id, VAPI_CALL);
+    body[max] = ' ';
+    body[max + 1] = '\0';   // one byte over
+    vapi_post_n(f, VAPI_SECRET, body, max + 1, NULL, &r);
+    assert_error(&r, 413, "too_large");
+    reply_clear(&r);
+    free(body);
+    assert_nothing_sent_to_dialer(f, NULL);
+}
+
+static void test_vapi_rate_limit_is_its_own_and_counted(void **state) {
+    fixture_t *f = *state;
+    f->cfg.http_webhook_rate_per_min = 2;
+    http_restart(f, 5000);
+    reply_t r;
+    for (int i = 0; i < 2; i++) {   // refused requests count too
+        vapi_post(f, "wrong", vapi_ringing, NULL, &r);
+        assert_error(&r, 401, "bad_secret");
+        reply_clear(&r);
+    }
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_error(&r, 429, "rate_limited");
+    reply_clear(&r);
+    // Stripe has a limit of its own
+    char sig[256];
+    stripe_header(sig, sizeof sig, "whsec_other", time(NULL), stripe_completed);
+    stripe_post(f, sig, stripe_completed, &r);
+    assert_error(&r, 400, "bad_signature");
+    reply_clear(&r);
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"rate_limited\"} 1\n"));
+    assert_true(metrics_show(f, "sweety_webhooks_total{provider=\"vapi\",outcome=\"bad_signature\"} 2\n"));
+    assert_true(metrics_show(f, "sweety_http_requests_total{path=\"/webhooks/vapi\",status=\"429\"} 1\n"));
+}
+
 // ---- CORS ---------------------------------------------------------------------------------------
 
 static void test_cors_headers_only_for_the_allowed_origin(void **state) {
@@ -1326,6 +1702,12 @@ int main(void) {
         T(test_webhook_bodies_up_to_256k_are_read_and_larger_are_413),
         T(test_webhook_rate_limit_is_per_endpoint_and_counted),
         T(test_cryptomus_webhook_good_and_bad_signatures),
+        T(test_vapi_webhook_with_a_bad_or_missing_secret_is_401_and_sends_nothing),
+        T(test_vapi_hmac_signature_when_configured),
+        T(test_vapi_status_update_and_reports_reach_the_dialer_and_its_reply_is_passed_through),
+        T(test_vapi_other_message_types_are_answered_at_once_without_a_command),
+        T(test_vapi_bodies_up_to_1mib_are_read_and_larger_are_413),
+        T(test_vapi_rate_limit_is_its_own_and_counted),
         T(test_cors_headers_only_for_the_allowed_origin),
         T(test_preflight_keeps_the_connection),
     };
