@@ -110,7 +110,7 @@ static void add_fault(control_t *self, const json_t *body, sb_response_t *resp) 
     bool known = false;
     for (size_t i = 0; provider && i < self->n_providers; i++) known = known || strcmp(provider, self->providers[i].name) == 0;
     if (!known) {
-        sb_respond_error(resp, 400, "provider must name a simulated provider (stripe, cryptomus)");
+        sb_respond_error(resp, 400, "provider must name a simulated provider (stripe, cryptomus, vapi)");
         return;
     }
     if (prefix && prefix[0] != '/') {

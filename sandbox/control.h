@@ -1,6 +1,6 @@
 // sandbox/control.h — the test control API under /_sandbox/ (loopback only, no auth) and what it
 // keeps: the journal of provider requests and the fault rules. Provider-specific controls
-// (/_sandbox/stripe/…, /_sandbox/cryptomus/…) are passed on to the provider's own `control`.
+// (/_sandbox/stripe/…, /_sandbox/cryptomus/…, /_sandbox/vapi/…) go to the provider's own `control`.
 //
 //   GET  /_sandbox/health                      {"status":"ok"}
 //   GET  /_sandbox/requests?provider=&path=&path_prefix=&method=

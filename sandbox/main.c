@@ -1,5 +1,5 @@
-// sandbox/main.c — sweety-sandbox: simulates the payment providers (Stripe, Cryptomus; VAPI next)
-// for the tests and the demo. sweetyd reaches it only through its configurable api_base URLs, so
+// sandbox/main.c — sweety-sandbox: simulates the providers (Stripe, Cryptomus, VAPI) for the tests
+// and the demo. sweetyd reaches it only through its configurable api_base URLs, so
 // this program speaks the providers' real HTTP APIs and checks our requests as they would.
 //
 // This file owns the process: options (command line or SANDBOX_* environment), the libwebsockets
@@ -17,6 +17,9 @@
 // (so stripe.api_base may be "http://127.0.0.1:PORT/stripe"). Before a provider sees a request,
 // the fault rules are consulted (control.h): answer with an error status, answer late (the
 // connection waits on an lws_sul timer while the loop keeps serving others), or close.
+//
+// Timers: a once-a-second tick (expiries), and one more lws_sul that fires when the earliest
+// provider timeline step is due (VAPI's calls); it is re-armed after every request and every run.
 #include <errno.h>
 #include <getopt.h>
 #include <libwebsockets.h>
@@ -38,11 +41,13 @@
 #include "sandbox/exchange.h"
 #include "sandbox/sbutil.h"
 #include "sandbox/stripe.h"
+#include "sandbox/vapi.h"
 #include "sandbox/webhooks.h"
 
 #define SANDBOX_VERSION "0.1.0"
 #define MAX_PROVIDERS 4
 #define WRITE_CHUNK 16384
+#define MAX_VAPI_KEY_OPTIONS 64
 
 // ---- options -------------------------------------------------------------------------------------
 typedef struct {
@@ -50,7 +55,12 @@ typedef struct {
     char *stripe_secret_key, *stripe_webhook_secret, *stripe_webhook_url, *stripe_api_version, *stripe_refund_status;
     char *cryptomus_merchant, *cryptomus_payment_key;
     char *webhook_retry_ms, *webhook_timeout_ms, *webhook_concurrency;
+    char *vapi_key;   // the environment's value; the command line's go to vapi_keys
+    char *vapi_server_url, *vapi_webhook_secret, *vapi_hmac_secret, *vapi_webhook_retries;
+    char *vapi_concurrency_mode, *vapi_default_outcome, *vapi_timescale;
     char *log_level;
+    const char *vapi_keys[MAX_VAPI_KEY_OPTIONS];   // every --vapi-key (repeatable), or the environment's
+    size_t n_vapi_keys;
 } options_t;
 
 typedef struct {
@@ -73,6 +83,14 @@ static const option_spec_t option_specs[] = {
     {"webhook-retry-ms", OPT(webhook_retry_ms), "delays before each retry, comma-separated (default 500,1000,2000)"},
     {"webhook-timeout-ms", OPT(webhook_timeout_ms), "per delivery attempt (default 10000)"},
     {"webhook-concurrency", OPT(webhook_concurrency), "deliveries in flight at once (default 1: keeps the order)"},
+    {"vapi-key", OPT(vapi_key), "KEY[:LIMIT] a VAPI private key and its concurrency limit (default 10); repeatable"},
+    {"vapi-server-url", OPT(vapi_server_url), "where VAPI messages go when a call names no server.url"},
+    {"vapi-webhook-secret", OPT(vapi_webhook_secret), "X-Vapi-Secret of messages when a call names no server.secret"},
+    {"vapi-hmac-secret", OPT(vapi_hmac_secret), "also sign messages: x-timestamp (ms), x-signature (hex HMAC-SHA256)"},
+    {"vapi-webhook-retries", OPT(vapi_webhook_retries), "retries of a failed VAPI message (default 0, as VAPI)"},
+    {"vapi-concurrency-mode", OPT(vapi_concurrency_mode), "over the limit: 400 (default), blocked or ended"},
+    {"vapi-default-outcome", OPT(vapi_default_outcome), "timeline of unscripted calls (default answer:2)"},
+    {"vapi-timescale", OPT(vapi_timescale), "multiplies every VAPI duration (default 1)"},
     {"log-level", OPT(log_level), "debug, info (default), warn, error"},
 };
 #define N_OPTIONS (sizeof option_specs / sizeof option_specs[0])
@@ -102,6 +120,8 @@ static int options_parse(options_t *o, int argc, char **argv) {
         const char *v = getenv(env);
         if (v && *v) *option_slot(o, i) = (char *)v;
     }
+    if (o->vapi_key) o->vapi_keys[o->n_vapi_keys++] = o->vapi_key;   // "K1:2,K2" in one variable
+    bool cli_keys = false;
     struct option longopts[N_OPTIONS + 3];
     for (size_t i = 0; i < N_OPTIONS; i++) longopts[i] = (struct option){option_specs[i].name, required_argument, NULL, (int)i};
     longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
@@ -123,6 +143,15 @@ static int options_parse(options_t *o, int argc, char **argv) {
             usage(stderr);
             return 2;
         }
+        if (option_specs[c].offset == OPT(vapi_key)) {   // repeatable: the command line's replace the environment's
+            if (!cli_keys) o->n_vapi_keys = 0;
+            cli_keys = true;
+            if (o->n_vapi_keys >= MAX_VAPI_KEY_OPTIONS) {
+                fprintf(stderr, "sweety-sandbox: at most %d --%s\n", MAX_VAPI_KEY_OPTIONS, option_specs[c].name);
+                return 2;
+            }
+            o->vapi_keys[o->n_vapi_keys++] = optarg;
+        }
         *option_slot(o, (size_t)c) = optarg;
     }
     if (optind < argc) {
@@ -139,10 +168,12 @@ typedef struct {
     webhooks_t *webhooks;
     stripe_t *stripe;
     cryptomus_t *cryptomus;
+    vapi_t *vapi;
     control_t *control;
     sb_provider_t providers[MAX_PROVIDERS];   // asked in this order
     size_t n_providers;
     lws_sorted_usec_list_t tick;
+    lws_sorted_usec_list_t timers;   // the providers' next timeline step
     bool stop;
 } app_t;
 
@@ -344,6 +375,32 @@ static int dispatch(app_t *app, pss_t *pss) {
     return 0;
 }
 
+// ---- provider timelines (service thread) ---------------------------------------------------------
+static void on_timers(lws_sorted_usec_list_t *sul);
+
+// Schedules `timers` for the earliest step any provider has due (or leaves it idle).
+static void rearm_timers(app_t *app) {
+    int64_t next = -1;
+    for (size_t i = 0; i < app->n_providers; i++) {
+        if (!app->providers[i].next_due_ms) continue;
+        int64_t due = app->providers[i].next_due_ms(app->providers[i].self);
+        if (due >= 0 && (next < 0 || due < next)) next = due;
+    }
+    lws_sul_cancel(&app->timers);
+    if (next < 0 || !app->context) return;
+    int64_t delay = next - sb_mono_ms();
+    if (delay < 0) delay = 0;
+    lws_sul_schedule(app->context, 0, &app->timers, on_timers, (lws_usec_t)delay * LWS_US_PER_MS);
+}
+
+static void on_timers(lws_sorted_usec_list_t *sul) {
+    app_t *app = lws_container_of(sul, app_t, timers);
+    int64_t now = sb_mono_ms();
+    for (size_t i = 0; i < app->n_providers; i++)
+        if (app->providers[i].run_due) app->providers[i].run_due(app->providers[i].self, now);
+    rearm_timers(app);
+}
+
 // Writes the headers, then the body in chunks, one lws_write per WRITEABLE callback.
 static int write_response(app_t *app, pss_t *pss) {
     struct lws *wsi = pss->wsi;
@@ -419,7 +476,9 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             return 0;
         }
         if (content_length > 0) return 0;   // the body follows: LWS_CALLBACK_HTTP_BODY…
-        return dispatch(app, pss);
+        int rc = dispatch(app, pss);
+        rearm_timers(app);
+        return rc;
     }
     case LWS_CALLBACK_HTTP_BODY:
         if (!pss->active || pss->answered || pss->too_large || len == 0) return 0;
@@ -436,9 +495,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             pss->req.body[pss->req.body_len] = '\0';
         }
         return 0;
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
         if (!pss->active || pss->answered) return 0;
-        return dispatch(app, pss);
+        int rc = dispatch(app, pss);
+        rearm_timers(app);
+        return rc;
+    }
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (!pss->active) return 0;
         return write_response(app, pss);
@@ -475,8 +537,10 @@ static int callback_signals(struct lws *wsi, enum lws_callback_reasons reason, v
 static void on_tick(lws_sorted_usec_list_t *sul) {
     app_t *app = lws_container_of(sul, app_t, tick);
     int64_t now = sb_now_s();
-    for (size_t i = 0; i < app->n_providers; i++) app->providers[i].tick(app->providers[i].self, now);
+    for (size_t i = 0; i < app->n_providers; i++)
+        if (app->providers[i].tick) app->providers[i].tick(app->providers[i].self, now);
     lws_sul_schedule(app->context, 0, &app->tick, on_tick, LWS_US_PER_SEC);
+    rearm_timers(app);
 }
 
 static const struct lws_protocols protocols[] = {
@@ -596,14 +660,28 @@ static int run(const options_t *o) {
                           .webhooks = app.webhooks, .log = {log.level, "sandbox-stripe"}};
     cryptomus_config_t cc = {.merchant = o->cryptomus_merchant, .payment_key = o->cryptomus_payment_key,
                              .public_url = public_url, .webhooks = app.webhooks, .log = {log.level, "sandbox-cryptomus"}};
+    vapi_config_t vc = {.keys = o->vapi_keys, .n_keys = o->n_vapi_keys, .public_url = public_url,
+                        .server_url = o->vapi_server_url, .webhook_secret = o->vapi_webhook_secret,
+                        .hmac_secret = o->vapi_hmac_secret, .webhook_retries = o->vapi_webhook_retries,
+                        .concurrency_mode = o->vapi_concurrency_mode, .default_outcome = o->vapi_default_outcome,
+                        .timescale = o->vapi_timescale, .webhooks = app.webhooks,
+                        .log = {log.level, "sandbox-vapi"}};
+    char vapi_error[200] = "";
     if (app.webhooks) {
         app.stripe = stripe_new(&sc);
         app.cryptomus = cryptomus_new(&cc);
+        app.vapi = vapi_new(&vc, vapi_error, sizeof vapi_error);
     }
-    if (app.stripe && app.cryptomus) {
+    if (vapi_error[0]) {
+        fprintf(stderr, "sweety-sandbox: %s\n", vapi_error);
+        rc = 2;
+        goto out;
+    }
+    if (app.stripe && app.cryptomus && app.vapi) {
         // Order matters: Cryptomus' few /v1/payment… paths before Stripe's catch-all /v1/.
         app.providers[app.n_providers++] = cryptomus_provider(app.cryptomus);
         app.providers[app.n_providers++] = stripe_provider(app.stripe);
+        app.providers[app.n_providers++] = vapi_provider(app.vapi);
         app.control = control_new(app.providers, app.n_providers, app.webhooks, log);
     }
     if (!app.control) {
@@ -636,8 +714,9 @@ static int run(const options_t *o) {
     }
     sfd = -1;   // lws owns it now
     lws_sul_schedule(app.context, 0, &app.tick, on_tick, LWS_US_PER_SEC);
-    log_info(&log, "listening", "listen=%s:%d public_url=%s stripe_webhook_url=%s", host, port, public_url,
-             o->stripe_webhook_url ? o->stripe_webhook_url : "none");
+    log_info(&log, "listening", "listen=%s:%d public_url=%s stripe_webhook_url=%s vapi_keys=%zu vapi_server_url=%s",
+             host, port, public_url, o->stripe_webhook_url ? o->stripe_webhook_url : "none", o->n_vapi_keys,
+             o->vapi_server_url ? o->vapi_server_url : "none");
     printf("sandbox listening on http://%s:%d\n", host, port);
     fflush(stdout);
     while (!app.stop)
@@ -648,12 +727,14 @@ static int run(const options_t *o) {
 out:
     if (app.context) {
         lws_sul_cancel(&app.tick);
+        lws_sul_cancel(&app.timers);
         lws_context_destroy(app.context);
     }
     if (sfd >= 0) close(sfd);
     control_destroy(&app.control);
     stripe_destroy(&app.stripe);
     cryptomus_destroy(&app.cryptomus);
+    vapi_destroy(&app.vapi);
     webhooks_destroy(&app.webhooks);
     return rc;
 }

@@ -1,5 +1,5 @@
 // sandbox/provider.h — what main.c and control.c need to know about a simulated provider. Each
-// provider is one file pair (stripe.c, cryptomus.c; vapi.c next) that fills in this table; main.c
+// provider is one file pair (stripe.c, cryptomus.c, vapi.c) that fills in this table; main.c
 // lists the tables and routes by them, so adding a provider touches no other module.
 //
 // Every function runs on the lws service thread.
@@ -23,7 +23,13 @@ typedef struct {
     void (*control)(void *self, const char *subpath, const sb_request_t *req, sb_response_t *resp);
     // Fills resp with the provider's own error body for an injected fault status (500, 429, …).
     void (*fault)(int status, sb_response_t *resp);
-    void (*tick)(void *self, int64_t now_s);   // once a second: expiries
+    void (*tick)(void *self, int64_t now_s);   // once a second: expiries (NULL: none)
+    // Optional (NULL when unused), for timelines finer than `tick`: `next_due_ms` gives the
+    // sb_mono_ms() time of the provider's next timed action, or -1 for none; main.c calls
+    // `run_due` once that time has come (on one lws_sul timer), and asks again after every
+    // request and every run. The provider itself never touches lws.
+    int64_t (*next_due_ms)(void *self);
+    void (*run_due)(void *self, int64_t now_ms);
     void (*reset)(void *self);                 // forget every object
     void *self;
 } sb_provider_t;

@@ -42,6 +42,11 @@ int sb_stripe_v1(const char *secret, int64_t t, const void *payload, size_t len,
     return rc;
 }
 
+// The same signed text as Stripe's v1 ("<t>.<payload>"), kept apart because the two may diverge.
+int sb_vapi_hmac(const char *secret, int64_t t, const void *body, size_t len, char out[SB_SHA256_HEX_SIZE]) {
+    return sb_stripe_v1(secret, t, body, len, out);
+}
+
 int sb_stripe_signature_header(const char *secret, int64_t t, const void *payload, size_t len,
                                char *out, size_t size) {
     char v1[SB_SHA256_HEX_SIZE];

@@ -1,5 +1,5 @@
 // sandbox/sign.h — the providers' signatures, computed exactly as the providers compute them, so
-// the sandbox can check our requests and sign what it sends us (providers.md §1.5, §3.1, §3.4).
+// the sandbox can check our requests and sign what it sends us (providers.md §1.5, §2.7, §3.1, §3.4).
 //
 // Pure functions over bytes (OpenSSL's HMAC, EVP digests and EVP_EncodeBlock); no state, any thread.
 // The unit test tests/unit/test_sandbox_signing.c runs the vectors of providers.md §1.7 and §3.5
@@ -26,6 +26,10 @@ int sb_stripe_v1(const char *secret, int64_t t, const void *payload, size_t len,
 // The Stripe-Signature header value "t=<t>,v1=<hex>". 0 or -1 (also when `size` is too small).
 int sb_stripe_signature_header(const char *secret, int64_t t, const void *payload, size_t len,
                                char *out, size_t size);
+
+// VAPI's HMAC webhook credential with its defaults (sha256, hex, payloadFormat "{timestamp}.{body}"):
+// hex HMAC-SHA256 keyed with the secret's bytes over "<t>.<body>"; t is the x-timestamp value. 0 or -1.
+int sb_vapi_hmac(const char *secret, int64_t t, const void *body, size_t len, char out[SB_SHA256_HEX_SIZE]);
 
 // Standard base64 with '=' padding (malloc'ed, NUL-terminated; NULL when out of memory).
 char *sb_base64(const void *data, size_t len);

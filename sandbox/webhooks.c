@@ -28,6 +28,10 @@ typedef struct {
     uint64_t seq;
     char *id, *provider, *type, *url, *secret, *body;
     size_t body_len;
+    char *headers;      // extra header lines, '\n'-separated, or NULL
+    char *hmac_secret;  // VAPI HMAC signing, or NULL
+    size_t max_retries;
+    int64_t timeout_ms;
     int64_t created_s;
     bool held, dropped;
     int queued;        // deliveries waiting or in flight
@@ -76,6 +80,8 @@ static void record_free(void *p) {
     free(r->url);
     free(r->secret);
     free(r->body);
+    free(r->headers);
+    free(r->hmac_secret);
     free(r);
 }
 
@@ -167,6 +173,22 @@ static flight_t *flight_new(webhooks_t *self, job_t *job, record_t *r) {
         h = curl_slist_append(h, "Content-Type: application/json");
         h = curl_slist_append(h, "User-Agent: sweety-sandbox webhooks");
     }
+    for (char *line = r->headers, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        char one[1024];
+        snprintf(one, sizeof one, "%.*s", (int)(nl ? (size_t)(nl - line) : strlen(line)), line);
+        h = curl_slist_append(h, one);
+    }
+    if (r->hmac_secret) {   // signed at each attempt, with that attempt's time
+        char sig[SB_SHA256_HEX_SIZE], line[120];
+        int64_t ts = util_now_us() / 1000;
+        if (sb_vapi_hmac(r->hmac_secret, ts, r->body, r->body_len, sig) == 0) {
+            snprintf(line, sizeof line, "x-timestamp: %lld", (long long)ts);
+            h = curl_slist_append(h, line);
+            snprintf(line, sizeof line, "x-signature: %s", sig);
+            h = curl_slist_append(h, line);
+        }
+    }
     h = curl_slist_append(h, "Expect:");   // no 100-continue round trip
     f->headers = h;
     CURL *e = f->easy;
@@ -176,8 +198,9 @@ static flight_t *flight_new(webhooks_t *self, job_t *job, record_t *r) {
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)self->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(self->cfg.timeout_ms < 5000 ? self->cfg.timeout_ms : 5000));
+    int64_t timeout_ms = r->timeout_ms > 0 ? r->timeout_ms : self->cfg.timeout_ms;
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 5000 ? timeout_ms : 5000));
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
@@ -231,6 +254,13 @@ static int64_t start_due(webhooks_t *self, sb_vec_t *flights) {
     return wait;
 }
 
+// Delay before retry number `n` (1, 2, …); past the configured list, its last delay repeats.
+static int64_t retry_delay_ms(const webhooks_t *self, int n) {
+    if (self->cfg.n_retry == 0) return 1000;   // an event with its own retries under --webhook-retry-ms none
+    size_t i = (size_t)n - 1 < self->cfg.n_retry ? (size_t)n - 1 : self->cfg.n_retry - 1;
+    return self->cfg.retry_ms[i];
+}
+
 static void finish(webhooks_t *self, flight_t *f, CURLcode res) {
     long status = 0;
     if (res == CURLE_OK) curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -255,8 +285,8 @@ static void finish(webhooks_t *self, flight_t *f, CURLcode res) {
             r->delivered++;
             r->queued--;
             outcome = "delivered";
-        } else if ((size_t)job->attempts <= self->cfg.n_retry) {
-            job->due_ms = sb_mono_ms() + self->cfg.retry_ms[job->attempts - 1];
+        } else if ((size_t)job->attempts <= r->max_retries) {
+            job->due_ms = sb_mono_ms() + retry_delay_ms(self, job->attempts);
             requeue(self, job);
             job = NULL;
             outcome = "retry";
@@ -362,9 +392,21 @@ void webhooks_emit(webhooks_t *self, const webhook_event_t *ev) {
     r->type = strdup(ev->type);
     r->url = ev->url && *ev->url ? strdup(ev->url) : NULL;
     r->secret = dup_or_null(ev->stripe_secret);
+    r->hmac_secret = dup_or_null(ev->hmac_secret);
     r->body = malloc(ev->body_len + 1);
+    r->max_retries = ev->own_retries ? (size_t)(ev->max_retries > 0 ? ev->max_retries : 0) : self->cfg.n_retry;
+    r->timeout_ms = ev->timeout_ms;
+    sb_buf_t hb = {0};
+    for (size_t i = 0; ev->headers && ev->headers[i]; i++) {
+        if (strpbrk(ev->headers[i], "\r\n")) continue;   // never let a value split the request
+        if (hb.len) sb_buf_puts(&hb, "\n");
+        sb_buf_puts(&hb, ev->headers[i]);
+    }
+    bool headers_failed = hb.failed;
+    r->headers = hb.len ? sb_buf_take(&hb, NULL) : NULL;
+    sb_buf_free(&hb);
     if (!r->id || !r->provider || !r->type || !r->body || (ev->url && *ev->url && !r->url) ||
-        (ev->stripe_secret && !r->secret)) {
+        (ev->stripe_secret && !r->secret) || (ev->hmac_secret && !r->hmac_secret) || headers_failed) {
         record_free(r);
         log_error(&self->cfg.log, "webhook_lost", "reason=out_of_memory");
         return;

@@ -10,6 +10,7 @@
 #define SWEETY_SANDBOX_WEBHOOKS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,13 +29,20 @@ typedef struct {
 typedef struct webhooks_t webhooks_t;
 
 typedef struct {
-    const char *provider;       // "stripe", "cryptomus"
+    const char *provider;       // "stripe", "cryptomus", "vapi"
     const char *id;             // the event's id (unique: used by redeliver)
     const char *type;           // "checkout.session.completed", "payment/paid", …
     const char *url;            // NULL or "": recorded, never delivered
     const char *body;           // exact bytes to POST
     size_t body_len;
     const char *stripe_secret;  // non-NULL: sign each attempt with Stripe-Signature (t = now)
+    // VAPI-style deliveries (all optional):
+    const char *const *headers; // extra "Name: value" lines sent as they are, NULL-terminated
+    const char *hmac_secret;    // non-NULL: each attempt gets x-timestamp (ms) and x-signature, the hex
+                                // HMAC-SHA256 of "<x-timestamp>.<body>" (VAPI's HMAC credential defaults)
+    bool own_retries;           // true: this event gets `max_retries` retries instead of the sandbox-wide count
+    int max_retries;
+    int64_t timeout_ms;         // > 0: per attempt, instead of the sandbox-wide timeout
 } webhook_event_t;
 
 webhooks_t *webhooks_new(const webhooks_config_t *cfg);   // NULL if the thread cannot start

@@ -14,6 +14,7 @@
 #define SANDBOX_STRIPE_WHSEC "whsec_sweety_test_secret"
 #define SANDBOX_CRYPTOMUS_MERCHANT "8b03432e-385b-4670-8d06-064591096795"
 #define SANDBOX_CRYPTOMUS_KEY "cryptomusTestPaymentKey42"
+#define SANDBOX_VAPI_SECRET "vapi-server-secret-for-tests"
 
 typedef struct {
     int port;
@@ -34,8 +35,9 @@ static inline void test_sandbox_reserve(test_sandbox_t *s, const char *dir) {
 static inline void test_sandbox_daemon_conf(const test_sandbox_t *s, const char *more, char *out, size_t size) {
     snprintf(out, size,
              "[stripe]\napi_base = %s\nsecret_key = " SANDBOX_STRIPE_KEY "\nwebhook_secret = " SANDBOX_STRIPE_WHSEC "\n"
-             "[cryptomus]\napi_base = %s\nmerchant = " SANDBOX_CRYPTOMUS_MERCHANT "\npayment_key = " SANDBOX_CRYPTOMUS_KEY "\n%s",
-             s->url, s->url, more ? more : "");
+             "[cryptomus]\napi_base = %s\nmerchant = " SANDBOX_CRYPTOMUS_MERCHANT "\npayment_key = " SANDBOX_CRYPTOMUS_KEY "\n"
+             "[vapi]\napi_base = %s\nwebhook_secret = " SANDBOX_VAPI_SECRET "\n%s",
+             s->url, s->url, s->url, more ? more : "");
 }
 
 static inline int test_sandbox_start(test_sandbox_t *s, const char *daemon_url) {
@@ -46,7 +48,8 @@ static inline int test_sandbox_start(test_sandbox_t *s, const char *daemon_url) 
     const char *argv[] = {bin, "--listen", listen, "--public-url", s->url, "--stripe-secret-key", SANDBOX_STRIPE_KEY,
                           "--stripe-webhook-secret", SANDBOX_STRIPE_WHSEC, "--stripe-webhook-url", hook,
                           "--cryptomus-merchant", SANDBOX_CRYPTOMUS_MERCHANT, "--cryptomus-payment-key",
-                          SANDBOX_CRYPTOMUS_KEY, "--webhook-retry-ms", "200,400,800,1600", NULL};
+                          SANDBOX_CRYPTOMUS_KEY, "--webhook-retry-ms", "200,400,800,1600", "--vapi-webhook-secret",
+                          SANDBOX_VAPI_SECRET, NULL};
     s->proc = harness_proc_spawn(argv, NULL, s->log);
     if (!s->proc) return -1;
     char health[128];
