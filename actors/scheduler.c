@@ -1,12 +1,194 @@
-// actors/scheduler.c — the scheduler actor: claims queued calls (FOR UPDATE SKIP LOCKED, with a
-// lease), picks an agent with free capacity and hands the call to the dialer; sweeps every second
-// as a backstop for lost wake-ups (what pg_cron did in the earlier design).
+// actors/scheduler.c — the scheduler actor: claims due calls from the queue and hands each to the
+// dialer with an agent that has room (what process-call-queue and get_available_agent did in the
+// earlier design).
 //
-// Owns: its PostgreSQL connection. Talks to: payments (queue.enqueued), dialer (call.assigned).
+// A claim is one transaction (storage/dispatch.h): due rows are locked FOR UPDATE SKIP LOCKED, an
+// agent and its account are picked and their counters raised only while below their maximum, the
+// booking becomes `initiating`, and the row gets a lease in this instance's name. So several
+// sweetyd processes on one database never take the same row, and never exceed a limit together.
+//
+// Wakes: at once on queue.enqueued (this instance), on a NOTIFY of a booking becoming `queued`
+// (any instance, through its own LISTEN connection), and every second as a backstop — that sweep
+// also catches retries whose time has come. Hourly: call_events partitions ahead, old queue rows.
+//
+// Owns: its PostgreSQL connection and its LISTEN connection. Talks to: the dialer (call.assigned,
+// a command to its inbox), everyone (booking.status, capacity.changed, call.assigned copies).
 #include "actors/scheduler.h"
+
+#include <jansson.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "storage/call_events.h"
+#include "storage/dispatch.h"
+#include "storage/notify.h"
+
+#define SCHEDULER_SWEEP_MS 1000
+#define CLAIM_BATCH 64
+#define CLAIM_ROUNDS_MAX 16          // per wake-up; the next sweep continues
+#define HOURLY_MS (3600 * 1000)
+#define PARTITION_MONTHS_AHEAD 2
+
+typedef struct {
+    actor_ctx_t *ctx;
+    char owner[64];                  // this instance's name on the leases it takes
+    notify_t *listen;
+    zmq_pollitem_t listen_item;
+    bool listen_registered;
+    int64_t next_hourly_ms;
+} scheduler_t;
+
+
+static void publish_capacity(scheduler_t *self, const dispatch_assignment_t *a) {
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_CAPACITY_CHANGED);
+    bus_capacity_changed_t *c = &msg.u.capacity_changed;
+    snprintf(c->account_id, sizeof c->account_id, "%s", a->account_id);
+    snprintf(c->agent_id, sizeof c->agent_id, "%s", a->agent_id);
+    c->account_active = a->account_active;
+    c->agent_active = a->agent_active;
+    actor_publish(self->ctx, &msg);
+}
+
+// Hands one claimed call to the dialer. A lost hand-over is not lost work: the lease expires and
+// the dialer's sweep looks the call up and dials it (storage/dispatch.h).
+static void hand_to_dialer(scheduler_t *self, const dispatch_assignment_t *a) {
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_CALL_ASSIGNED);
+    bus_call_assigned_t *c = &msg.u.call_assigned;
+    snprintf(c->booking_id, sizeof c->booking_id, "%s", a->booking_id);
+    snprintf(c->agent_id, sizeof c->agent_id, "%s", a->agent_id);
+    snprintf(c->account_id, sizeof c->account_id, "%s", a->account_id);
+    c->attempt = a->attempt;
+    if (bus_send_to(self->ctx->bus, "dialer", &msg, 2000) != 0)
+        log_warn(&self->ctx->log, "hand_over_failed", "booking=%s", a->booking_id);
+}
+
+// Claims until nothing more fits or is due (bounded per wake-up).
+static void dispatch_round(scheduler_t *self) {
+    if (db_ensure(self->ctx->db) != 0) return;
+    for (int round = 0; round < CLAIM_ROUNDS_MAX; round++) {
+        dispatch_assignment_t *claims = NULL;
+        size_t n = 0;
+        int rc = dispatch_claim(self->ctx->db, self->owner, (int)self->ctx->cfg->scheduler_lease_s, CLAIM_BATCH,
+                                &claims, &n);
+        if (rc != STORE_OK) {
+            log_warn(&self->ctx->log, "claim_failed", "rc=%s", store_err_name(rc));
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            actor_publish_status(self->ctx, claims[i].booking_id, &claims[i].event);
+            publish_capacity(self, &claims[i]);
+            hand_to_dialer(self, &claims[i]);
+            log_info(&self->ctx->log, "call_assigned", "booking=%s agent=%s attempt=%d", claims[i].booking_id,
+                     claims[i].agent_id, claims[i].attempt);
+        }
+        dispatch_assignments_free(&claims, n);
+        if (n < CLAIM_BATCH) return;
+    }
+}
+
+// ---- wake-ups from other instances ------------------------------------------------------------
+
+static void on_notification(void *arg, const char *channel, const char *payload) {
+    bool *wake = arg;
+    json_t *j = json_loads(payload, 0, NULL);
+    const char *status = json_string_value(json_object_get(j, "status"));
+    if (status && strcmp(status, "queued") == 0) *wake = true;
+    json_decref(j);
+}
+
+static int on_listen_input(zloop_t *loop, zmq_pollitem_t *item, void *arg) {
+    scheduler_t *self = arg;
+    bool wake = false;
+    if (notify_drain(self->listen, on_notification, &wake) != 0) {
+        zloop_poller_end(loop, &self->listen_item);
+        self->listen_registered = false;
+        return 0;
+    }
+    if (wake) dispatch_round(self);
+    return 0;
+}
+
+// Keeps the LISTEN connection up and its socket in the loop; after a reconnect, a sweep makes good
+// what was notified while it was down.
+static void keep_listening(scheduler_t *self) {
+    int rc = notify_ensure(self->listen);
+    if (rc < 0 && self->listen_registered) {
+        zloop_poller_end(self->ctx->loop, &self->listen_item);
+        self->listen_registered = false;
+    }
+    if (rc == 1) {
+        if (self->listen_registered) zloop_poller_end(self->ctx->loop, &self->listen_item);
+        self->listen_item = (zmq_pollitem_t){.socket = NULL, .fd = notify_fd(self->listen), .events = ZMQ_POLLIN};
+        self->listen_registered = zloop_poller(self->ctx->loop, &self->listen_item, on_listen_input, self) == 0;
+    }
+}
+
+// ---- housekeeping -------------------------------------------------------------------------------
+
+static void hourly(scheduler_t *self) {
+    int created = 0;
+    if (call_events_ensure_partitions(self->ctx->db, PARTITION_MONTHS_AHEAD, &created) == 0 && created > 0)
+        log_info(&self->ctx->log, "partitions_created", "count=%d", created);
+    int64_t deleted = 0;
+    if (dispatch_purge_finished(self->ctx->db, 86400, &deleted) == STORE_OK && deleted > 0)
+        log_info(&self->ctx->log, "queue_purged", "rows=%lld", (long long)deleted);
+}
+
+static int scheduler_on_timer(actor_ctx_t *ctx, void *state) {
+    scheduler_t *self = state;
+    keep_listening(self);
+    dispatch_round(self);
+    int64_t now = util_monotonic_ms();
+    if (now >= self->next_hourly_ms && db_is_up(ctx->db)) {
+        self->next_hourly_ms = now + HOURLY_MS;
+        hourly(self);
+    }
+    return 0;
+}
+
+static int scheduler_on_event(actor_ctx_t *ctx, void *state, const bus_msg_t *msg) {
+    if (msg->type == BUS_QUEUE_ENQUEUED) dispatch_round(state);
+    return 0;
+}
+
+static int scheduler_create(actor_ctx_t *ctx, void **state) {
+    scheduler_t *self = calloc(1, sizeof *self);
+    if (!self) return -1;
+    self->ctx = ctx;
+    char host[32] = "host";
+    gethostname(host, sizeof host - 1);
+    unsigned char rnd[4] = {0};
+    util_random_bytes(rnd, sizeof rnd);
+    snprintf(self->owner, sizeof self->owner, "%s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0], rnd[1], rnd[2],
+             rnd[3]);
+    self->listen = notify_new(ctx->cfg->db_url, &ctx->log, (const char *const[]){"sweety_booking_status", NULL});
+    if (!self->listen) {
+        free(self);
+        return -1;
+    }
+    *state = self;
+    return 0;
+}
+
+static void scheduler_destroy(actor_ctx_t *ctx, void **state) {
+    scheduler_t *self = *state;
+    if (!self) return;
+    if (self->listen_registered) zloop_poller_end(ctx->loop, &self->listen_item);
+    notify_destroy(&self->listen);
+    free(self);
+    *state = NULL;
+}
 
 const actor_spec_t scheduler_actor_spec = {
     .name = "scheduler",
     .subscriptions = (const char *const[]){"queue.enqueued", NULL},
     .needs_db = true,
+    .timer_ms = SCHEDULER_SWEEP_MS,
+    .create = scheduler_create,
+    .destroy = scheduler_destroy,
+    .on_event = scheduler_on_event,
+    .on_timer = scheduler_on_timer,
 };

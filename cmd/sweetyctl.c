@@ -4,15 +4,19 @@
 // Exit codes: 0 success, 1 a failure explained on stderr, 2 bad usage.
 // Subcommands are a table: name, usage line, handler. Each handler gets the loaded configuration
 // and its own arguments.
+#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus/trace_client.h"
+#include "common/crypto.h"
 #include "common/util.h"
 #include "conf/config.h"
+#include "storage/accounts.h"
 #include "storage/bookings.h"
 #include "storage/db.h"
 #include "storage/payments.h"
@@ -217,12 +221,361 @@ static int cmd_booking_show(ctl_t *ctl, int argc, char **argv) {
     return print_json(doc, compact);
 }
 
+// ---- aligned tables for people -----------------------------------------------------------------
+
+#define TABLE_MAX_COLS 10
+
+typedef struct {
+    size_t ncols;
+    size_t nrows;        // header included
+    size_t cap;
+    char **cells;        // nrows * ncols strings, malloc'ed
+    bool oom;
+} table_t;
+
+static void table_add(table_t *t, const char *const *row) {
+    if (t->oom) return;
+    if (t->nrows == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        char **grown = realloc(t->cells, cap * t->ncols * sizeof *grown);
+        if (!grown) {
+            t->oom = true;
+            return;
+        }
+        t->cells = grown;
+        t->cap = cap;
+    }
+    for (size_t c = 0; c < t->ncols; c++) {
+        char *copy = strdup(row[c] ? row[c] : "");
+        if (!copy) t->oom = true;
+        t->cells[t->nrows * t->ncols + c] = copy;
+    }
+    t->nrows++;
+}
+
+// Prints the table with each column as wide as its widest cell (two spaces between), then frees it.
+static int table_print(table_t *t) {
+    int rc = t->oom ? CTL_FAIL : CTL_OK;
+    size_t width[TABLE_MAX_COLS] = {0};
+    for (size_t r = 0; r < t->nrows && !t->oom; r++)
+        for (size_t c = 0; c < t->ncols; c++) {
+            size_t w = strlen(t->cells[r * t->ncols + c]);
+            if (w > width[c]) width[c] = w;
+        }
+    for (size_t r = 0; r < t->nrows && !t->oom; r++) {
+        for (size_t c = 0; c < t->ncols; c++) {
+            const char *cell = t->cells[r * t->ncols + c];
+            if (c + 1 == t->ncols)
+                printf("%s\n", cell);
+            else
+                printf("%-*s  ", (int)width[c], cell);
+        }
+    }
+    for (size_t i = 0; i < t->nrows * t->ncols; i++) free(t->cells[i]);
+    free(t->cells);
+    if (rc != CTL_OK) fprintf(stderr, "sweetyctl: out of memory\n");
+    return rc;
+}
+
+static const char *yes_no(bool b) { return b ? "yes" : "no"; }
+
+static const char *or_dash(const char *s) { return s && *s ? s : "-"; }
+
+// ---- accounts and agents ---------------------------------------------------------------------------
+
+// Why an account or agent could not be stored, for the operator.
+static int store_failure(const char *what, int rc) {
+    const char *why = rc == STORE_ERR_NOT_FOUND ? "not found"
+                      : rc == STORE_ERR_INVALID ? "a value was refused (check lengths and numbers)"
+                                                : "database error";
+    fprintf(stderr, "sweetyctl: %s: %s\n", what, why);
+    return CTL_FAIL;
+}
+
+// True for an environment variable's name ([A-Za-z_][A-Za-z0-9_]*). A key pasted where the name
+// belongs (the option can be abbreviated to --api-key) fails this, and is then never echoed.
+static bool env_name_ok(const char *s) {
+    if (!s || !(isalpha((unsigned char)*s) || *s == '_')) return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_') return false;
+    return true;
+}
+
+// The VAPI key from the environment, without surrounding white space; malloc'ed, or NULL with a
+// message. Neither the value nor the variable's name is printed (the name might be a key typed
+// into the wrong place).
+static char *api_key_from_env(const char *var, size_t *len) {
+    const char *value = getenv(var);
+    if (!value || !*value) {
+        fprintf(stderr, "sweetyctl: the environment variable named by --api-key-env is not set or empty\n");
+        return NULL;
+    }
+    while (isspace((unsigned char)*value)) value++;
+    size_t n = strlen(value);
+    while (n > 0 && isspace((unsigned char)value[n - 1])) n--;
+    for (size_t i = 0; i < n; i++) {
+        if (iscntrl((unsigned char)value[i]) || value[i] == ' ') {
+            fprintf(stderr, "sweetyctl: the key contains white space or control characters\n");
+            return NULL;
+        }
+    }
+    if (n == 0 || n > 1024) {
+        fprintf(stderr, "sweetyctl: the key is empty or longer than 1024 bytes\n");
+        return NULL;
+    }
+    char *key = strndup(value, n);
+    if (!key) fprintf(stderr, "sweetyctl: out of memory\n");
+    *len = n;
+    return key;
+}
+
+// account add --name NAME --api-key-env VAR --phone-number-id ID --max-concurrent N
+static int cmd_account_add(ctl_t *ctl, int argc, char **argv) {
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"api-key-env", required_argument, NULL, 'k'},
+                                         {"phone-number-id", required_argument, NULL, 'p'},
+                                         {"max-concurrent", required_argument, NULL, 'm'},
+                                         {NULL, 0, NULL, 0}};
+    const char *name = NULL, *env = NULL, *phone_number_id = NULL;
+    int64_t max_concurrent = -1;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'n': name = optarg; break;
+        case 'k': env = optarg; break;
+        case 'p': phone_number_id = optarg; break;
+        case 'm':
+            if (util_parse_int64(optarg, 0, 100000, &max_concurrent) != 0) return CTL_USAGE;
+            break;
+        default: return CTL_USAGE;
+        }
+    }
+    if (optind != argc || !name || !env || !phone_number_id || max_concurrent < 0) return CTL_USAGE;
+    if (!env_name_ok(env)) {
+        fprintf(stderr, "sweetyctl: --api-key-env takes the NAME of an environment variable holding the key\n");
+        return CTL_USAGE;
+    }
+    char err[CONFIG_ERR_MAX];
+    if (config_require(ctl->cfg, (const char *const[]){"security.master_key", NULL}, err, sizeof err) != 0) {
+        fprintf(stderr, "sweetyctl: configuration error: %s\n", err);
+        return CTL_FAIL;
+    }
+    unsigned char master[CRYPTO_KEY_LEN];
+    if (crypto_master_key_decode(ctl->cfg->security_master_key, master) != 0) {
+        fprintf(stderr, "sweetyctl: security.master_key is not base64 of 32 bytes\n");
+        return CTL_FAIL;
+    }
+    size_t key_len = 0;
+    char *key = api_key_from_env(env, &key_len);
+    if (!key) {
+        OPENSSL_cleanse(master, sizeof master);
+        return CTL_FAIL;
+    }
+    unsigned char *sealed = NULL, nonce[CRYPTO_NONCE_LEN];
+    size_t sealed_len = 0;
+    int rc = crypto_seal(master, key, key_len, &sealed, &sealed_len, nonce);
+    OPENSSL_cleanse(master, sizeof master);
+    crypto_secret_free(key, key_len);
+    if (rc != 0) {
+        fprintf(stderr, "sweetyctl: could not encrypt the key\n");
+        return CTL_FAIL;
+    }
+    db_t *db = ctl_connect(ctl);
+    if (!db) {
+        free(sealed);
+        return CTL_FAIL;
+    }
+    char id[STORE_UUID_LEN];
+    rc = accounts_add(db, name, sealed, sealed_len, nonce, phone_number_id, (int)max_concurrent, id);
+    free(sealed);
+    db_destroy(&db);
+    if (rc != STORE_OK) return store_failure("account add", rc);
+    printf("%s\n", id);
+    return CTL_OK;
+}
+
+static int cmd_account_list(ctl_t *ctl, int argc, char **argv) {
+    bool json = take_json_flag(&argc, argv);
+    if (argc != 1) return CTL_USAGE;
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    account_row_t *rows = NULL;
+    size_t n = 0;
+    int rc = accounts_list(db, &rows, &n);
+    db_destroy(&db);
+    if (rc != STORE_OK) return store_failure("account list", rc);
+    if (json) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < n && list; i++)
+            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "id", rows[i].id, "name",
+                                                  rows[i].name, "phone_number_id", rows[i].phone_number_id,
+                                                  "max_concurrent", rows[i].max_concurrent, "active_calls",
+                                                  rows[i].active_calls, "enabled", rows[i].enabled));
+        free(rows);
+        return print_json(list, true);
+    }
+    table_t t = {.ncols = 7};
+    table_add(&t, (const char *const[]){"ID", "NAME", "PHONE_NUMBER_ID", "MAX_CONCURRENT", "ACTIVE_CALLS", "ENABLED",
+                                        "HELD_UNTIL"});
+    for (size_t i = 0; i < n; i++) {
+        char maxc[16], active[16];
+        snprintf(maxc, sizeof maxc, "%d", rows[i].max_concurrent);
+        snprintf(active, sizeof active, "%d", rows[i].active_calls);
+        table_add(&t, (const char *const[]){rows[i].id, rows[i].name, rows[i].phone_number_id, maxc, active,
+                                            yes_no(rows[i].enabled), or_dash(rows[i].held_until)});
+    }
+    free(rows);
+    return table_print(&t);
+}
+
+static int cmd_account_disable(ctl_t *ctl, int argc, char **argv) {
+    if (argc != 2) return CTL_USAGE;
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    int rc = accounts_disable(db, argv[1]);
+    db_destroy(&db);
+    if (rc == STORE_ERR_NOT_FOUND) {
+        fprintf(stderr, "sweetyctl: no such account '%s'\n", argv[1]);
+        return CTL_FAIL;
+    }
+    if (rc != STORE_OK) return store_failure("account disable", rc);
+    printf("account %s disabled\n", argv[1]);
+    return CTL_OK;
+}
+
+// agent add --account ID --plan KEY --max-concurrent N [--assistant-id ID] [--priority N]
+static int cmd_agent_add(ctl_t *ctl, int argc, char **argv) {
+    static const struct option opts[] = {{"account", required_argument, NULL, 'a'},
+                                         {"plan", required_argument, NULL, 'p'},
+                                         {"max-concurrent", required_argument, NULL, 'm'},
+                                         {"assistant-id", required_argument, NULL, 's'},
+                                         {"priority", required_argument, NULL, 'r'},
+                                         {NULL, 0, NULL, 0}};
+    const char *account = NULL, *plan = NULL, *assistant = NULL;
+    int64_t max_concurrent = -1, priority = 0;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'a': account = optarg; break;
+        case 'p': plan = optarg; break;
+        case 'm':
+            if (util_parse_int64(optarg, 0, 100000, &max_concurrent) != 0) return CTL_USAGE;
+            break;
+        case 's': assistant = optarg; break;
+        case 'r':
+            if (util_parse_int64(optarg, -1000000, 1000000, &priority) != 0) return CTL_USAGE;
+            break;
+        default: return CTL_USAGE;
+        }
+    }
+    if (optind != argc || !account || !plan || max_concurrent < 0) return CTL_USAGE;
+    if (!plan_key_valid(plan)) {
+        fprintf(stderr, "sweetyctl: unknown plan '%s' (free_trial, standard, extended, premium)\n", plan);
+        return CTL_FAIL;
+    }
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    char id[STORE_UUID_LEN];
+    int rc = agents_add(db, account, plan, (int)max_concurrent, assistant, (int)priority, id);
+    db_destroy(&db);
+    if (rc == STORE_ERR_NOT_FOUND) {
+        fprintf(stderr, "sweetyctl: no such account '%s'\n", account);
+        return CTL_FAIL;
+    }
+    if (rc != STORE_OK) return store_failure("agent add", rc);
+    printf("%s\n", id);
+    return CTL_OK;
+}
+
+static int cmd_agent_list(ctl_t *ctl, int argc, char **argv) {
+    bool json = take_json_flag(&argc, argv);
+    if (argc != 1) return CTL_USAGE;
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    agent_row_t *rows = NULL;
+    size_t n = 0;
+    int rc = agents_list(db, &rows, &n);
+    db_destroy(&db);
+    if (rc != STORE_OK) return store_failure("agent list", rc);
+    if (json) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < n && list; i++)
+            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:o, s:i, s:i, s:i, s:b}", "id", rows[i].id,
+                                                  "account_id", rows[i].account_id, "plan", rows[i].plan,
+                                                  "assistant_id", str_or_null(rows[i].assistant_id), "max_concurrent",
+                                                  rows[i].max_concurrent, "active_calls", rows[i].active_calls,
+                                                  "priority", rows[i].priority, "enabled", rows[i].enabled));
+        free(rows);
+        return print_json(list, true);
+    }
+    table_t t = {.ncols = 8};
+    table_add(&t, (const char *const[]){"ID", "ACCOUNT_ID", "PLAN", "ASSISTANT_ID", "MAX_CONCURRENT", "ACTIVE_CALLS",
+                                        "PRIORITY", "ENABLED"});
+    for (size_t i = 0; i < n; i++) {
+        char maxc[16], active[16], prio[16];
+        snprintf(maxc, sizeof maxc, "%d", rows[i].max_concurrent);
+        snprintf(active, sizeof active, "%d", rows[i].active_calls);
+        snprintf(prio, sizeof prio, "%d", rows[i].priority);
+        table_add(&t, (const char *const[]){rows[i].id, rows[i].account_id, rows[i].plan, or_dash(rows[i].assistant_id),
+                                            maxc, active, prio, yes_no(rows[i].enabled)});
+    }
+    free(rows);
+    return table_print(&t);
+}
+
+// queue: the calls still to make or in progress.
+static int cmd_queue(ctl_t *ctl, int argc, char **argv) {
+    bool json = take_json_flag(&argc, argv);
+    if (argc != 1) return CTL_USAGE;
+    db_t *db = ctl_connect(ctl);
+    if (!db) return CTL_FAIL;
+    queue_entry_t *rows = NULL;
+    size_t n = 0;
+    int rc = queue_list_open(db, &rows, &n);
+    db_destroy(&db);
+    if (rc != STORE_OK) return store_failure("queue", rc);
+    if (json) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < n && list; i++)
+            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "booking_id",
+                                                  rows[i].booking_id, "status", rows[i].status, "plan", rows[i].plan,
+                                                  "priority", rows[i].priority, "attempt", rows[i].attempt,
+                                                  "next_attempt_at", rows[i].next_attempt_at, "agent_id",
+                                                  str_or_null(rows[i].agent_id)));
+        free(rows);
+        return print_json(list, true);
+    }
+    table_t t = {.ncols = 8};
+    table_add(&t, (const char *const[]){"BOOKING_ID", "STATUS", "PLAN", "PRIORITY", "ATTEMPT", "MAX_RETRIES",
+                                        "NEXT_ATTEMPT_AT", "AGENT_ID"});
+    for (size_t i = 0; i < n; i++) {
+        char prio[16], attempt[16], retries[16];
+        snprintf(prio, sizeof prio, "%d", rows[i].priority);
+        snprintf(attempt, sizeof attempt, "%d", rows[i].attempt);
+        snprintf(retries, sizeof retries, "%d", rows[i].max_retries);
+        table_add(&t, (const char *const[]){rows[i].booking_id, rows[i].status, rows[i].plan, prio, attempt, retries,
+                                            rows[i].next_attempt_at, or_dash(rows[i].agent_id)});
+    }
+    free(rows);
+    return table_print(&t);
+}
+
 static const ctl_command_t commands[] = {
     {"migrate", "migrate", cmd_migrate},
     {"plan set", "plan set KEY [--price-cents N] [--duration-seconds N] [--assistant-id ID] [--currency usd]",
      cmd_plan_set},
     {"trace", "trace [--topic PREFIX] [--count N] [--timeout SECONDS]", cmd_trace},
     {"booking show", "booking show ID [--json]", cmd_booking_show},
+    {"account add", "account add --name NAME --api-key-env VAR --phone-number-id ID --max-concurrent N",
+     cmd_account_add},
+    {"account list", "account list [--json]", cmd_account_list},
+    {"account disable", "account disable ID", cmd_account_disable},
+    {"agent add", "agent add --account ID --plan KEY --max-concurrent N [--assistant-id ID] [--priority N]",
+     cmd_agent_add},
+    {"agent list", "agent list [--json]", cmd_agent_list},
+    {"queue", "queue [--json]", cmd_queue},
 };
 
 static int usage(void) {

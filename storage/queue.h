@@ -6,6 +6,7 @@
 #ifndef SWEETY_QUEUE_H
 #define SWEETY_QUEUE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "storage/db.h"
@@ -29,5 +30,10 @@ typedef struct {
 
 // The queue row of one booking. STORE_OK; STORE_ERR_NOT_FOUND (none, e.g. unpaid); STORE_ERR_DB.
 int queue_get(db_t *db, const char *booking_id, queue_entry_t *out);
+
+// The calls still to make or in progress (status queued, claimed, dialing or active), in the order
+// the scheduler takes them: priority (highest first), then age. *out: malloc'ed array of *n
+// (free()), NULL when empty. STORE_OK; STORE_ERR_DB.
+int queue_list_open(db_t *db, queue_entry_t **out, size_t *n);
 
 #endif

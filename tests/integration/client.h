@@ -54,8 +54,8 @@ static inline int64_t client_query_int(const test_daemon_t *d, const char *sql) 
 static inline void client_get_booking(const test_daemon_t *d, const char *id, const char *token, json_t **out,
                                       long *status) {
     char path[128], auth[1100];
-    snprintf(path, sizeof path, "/api/bookings/%s", id);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    snprintf(path, sizeof path, "/api/bookings/%.64s", id);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %.1000s", token);
     const char *headers[] = {auth, NULL};
     *status = client_api(d, "GET", path, NULL, headers, out, NULL);
 }

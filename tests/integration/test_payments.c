@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/integration/client.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/sandbox.h"
 
@@ -30,102 +31,23 @@ static void remember(const char *pii) {
 }
 
 static void new_phone(char *out, size_t size) {
-    unsigned r = (unsigned)(harness_now_ms() * 7919u) ^ (unsigned)rand();
-    snprintf(out, size, "+1555%07u", r % 10000000u);
+    client_new_phone(out, size);
     remember(out + 1);   // the digits alone must not appear either
 }
 
-static long api(const char *method, const char *path, const char *body, const char *const *headers, json_t **out,
-                char **raw) {
-    char url[256];
-    snprintf(url, sizeof url, "%s%s", F->d.base_url, path);
-    harness_http_t r;
-    harness_http(method, url, body, headers, &r);
-    if (out) *out = json_loads(r.body, 0, NULL);
-    if (raw) *raw = strdup(r.body);
-    long status = r.status;
-    harness_http_clear(&r);
-    return status;
-}
-
-static const char *const JSON_HDR[] = {"Content-Type: application/json", NULL};
-
-// Books `plan` for a fresh phone. Returns the HTTP status; *out the answer.
-static long book(const char *plan, const char *method, const char *phone, json_t **out) {
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"name\":\"Zoe Quartermaine\",\"phone\":\"%s\",\"email\":\"zoe.q@example.org\",\"plan\":\"%s\"%s%s%s}",
-             phone, plan, method ? ",\"payment_method\":\"" : "", method ? method : "", method ? "\"" : "");
-    return api("POST", "/api/bookings", body, JSON_HDR, out, NULL);
-}
-
-static int64_t query_int(const char *sql) {
-    char out[64] = "";
-    if (harness_pg_query(F->d.db_url, sql, out, sizeof out) != 0) return -1;
-    return strtoll(out, NULL, 10);
-}
-
-static void get_booking(const char *id, const char *token, json_t **out, long *status) {
-    char path[128], auth[1100];
-    snprintf(path, sizeof path, "/api/bookings/%s", id);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-    const char *headers[] = {auth, NULL};
-    *status = api("GET", path, NULL, headers, out, NULL);
-}
-
-// Polls GET /api/bookings/{id} until its status is `want`. 0 or -1.
-static int wait_status(const char *id, const char *token, const char *want, int timeout_ms) {
-    int64_t deadline = harness_now_ms() + timeout_ms;
-    char last[32] = "";
-    while (harness_now_ms() < deadline) {
-        json_t *j = NULL;
-        long st = 0;
-        get_booking(id, token, &j, &st);
-        const char *s = json_string_value(json_object_get(j, "status"));
-        snprintf(last, sizeof last, "%s", s ? s : "?");
-        json_decref(j);
-        if (st == 200 && strcmp(last, want) == 0) return 0;
-        harness_sleep_ms(50);
-    }
-    fprintf(stderr, "booking %s: wanted %s, last %s\n", id, want, last);
-    return -1;
-}
-
-// The statuses of a booking's history, joined: "pending,pending_payment,confirmed,queued".
-static void history(const char *id, const char *token, char *out, size_t size) {
-    json_t *j = NULL;
-    long st = 0;
-    get_booking(id, token, &j, &st);
-    out[0] = '\0';
-    size_t i;
-    json_t *ev;
-    json_array_foreach(json_object_get(j, "events"), i, ev) {
-        if (json_integer_value(json_object_get(ev, "seq")) != (json_int_t)i + 1) strncat(out, "BADSEQ,", size - strlen(out) - 1);
-        strncat(out, json_string_value(json_object_get(ev, "status")), size - strlen(out) - 1);
-        strncat(out, ",", size - strlen(out) - 1);
-    }
-    if (*out) out[strlen(out) - 1] = '\0';
-    json_decref(j);
-}
-
-typedef struct {
-    char id[40];
-    char token[1024];
-    char checkout[512];
-    char session[128];   // Stripe cs_... or Cryptomus invoice uuid (last path segment of the URL)
-} booked_t;
+#define JSON_HDR CLIENT_JSON_HDR
+#define api(...) client_api(&F->d, __VA_ARGS__)
+#define book(...) client_book(&F->d, __VA_ARGS__)
+#define query_int(sql) client_query_int(&F->d, sql)
+#define wait_status(...) client_wait_status(&F->d, __VA_ARGS__)
+#define history(...) client_history(&F->d, __VA_ARGS__)
+typedef client_booked_t booked_t;
 
 static void book_paid(const char *plan, const char *method, booked_t *b) {
     char phone[20];
     new_phone(phone, sizeof phone);
-    json_t *j = NULL;
-    assert_int_equal(book(plan, method, phone, &j), 201);
-    assert_string_equal(json_string_value(json_object_get(j, "status")), "pending_payment");
-    snprintf(b->id, sizeof b->id, "%s", json_string_value(json_object_get(j, "booking_id")));
-    snprintf(b->token, sizeof b->token, "%s", json_string_value(json_object_get(j, "status_token")));
-    snprintf(b->checkout, sizeof b->checkout, "%s", json_string_value(json_object_get(j, "checkout_url")));
-    snprintf(b->session, sizeof b->session, "%s", strrchr(b->checkout, '/') + 1);
-    json_decref(j);
+    assert_int_equal(client_book_into(&F->d, plan, method, phone, b), 201);
+    assert_non_null(strstr(b->checkout, "http"));
 }
 
 static long sandbox(const char *method, const char *path, const char *json) {
