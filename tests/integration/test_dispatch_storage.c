@@ -1131,13 +1131,18 @@ static void test_overdue_and_quiet_calls_are_found_and_taken_in_turn(void **stat
     // Taken: not returned again until DISPATCH_RECHECK_S passed.
     assert_int_equal(dispatch_overdue(fx->db, 15, 10, &over, &n), STORE_OK);
     assert_int_equal(n, 0);
-    exec_ok(fx->db, "UPDATE active_calls SET monitor_at = now() - interval '1 minute'");
+    exec_ok(fx->db, "UPDATE active_calls SET end_requested_at = now() - interval '1 minute'");
     assert_int_equal(dispatch_overdue(fx->db, 15, 10, &over, &n), STORE_OK);
     assert_int_equal(n, 1);
     free(over);
-    exec_ok(fx->db, "UPDATE active_calls SET monitor_at = NULL");
+    exec_ok(fx->db, "UPDATE active_calls SET end_requested_at = NULL");
     assert_int_equal(dispatch_overdue(fx->db, 30, 10, &over, &n), STORE_OK);   // more grace: not yet
     assert_int_equal(n, 0);
+    // a quiet-call lookup of the same call does not hide it from the overdue sweep (0004)
+    exec_ok(fx->db, "UPDATE active_calls SET monitor_at = now()");
+    assert_int_equal(dispatch_overdue(fx->db, 15, 10, &over, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    free(over);
 
     // Quiet: no event for 60 s.
     exec_ok(fx->db, "UPDATE active_calls SET monitor_at = NULL, last_event_at = now() - interval '100 seconds'");
