@@ -350,6 +350,39 @@ static void test_two_hundred_bookings_never_exceed_any_limit(void **state) {
     wait_capacity_released();
 }
 
+static void test_vapi_over_concurrency_requeues_without_counting_an_attempt(void **state) {
+    // account B's key has no room at VAPI although our counters say it has: VAPI refuses with its
+    // over-concurrency answer, the call goes back to the queue (no attempt counted), B rests
+    char body[128];
+    snprintf(body, sizeof body, "{\"key\":\"%s\",\"limit\":0}", KEY_B);
+    assert_int_equal(sandbox("POST", "/_sandbox/vapi/keys", body, NULL), 200);
+    client_booked_t b[6];
+    for (size_t i = 0; i < 6; i++) {
+        char phone[20];
+        client_new_phone(phone, sizeof phone);
+        book_free(phone, &b[i]);
+    }
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(client_wait_status(&F->d, b[i].id, b[i].token, "completed", 60000), 0);
+        char sql[160];
+        snprintf(sql, sizeof sql, "SELECT attempt FROM call_queue WHERE booking_id='%.40s'", b[i].id);
+        assert_int_equal(client_query_int(&F->d, sql), 0);
+    }
+    json_t *stats = NULL;
+    sandbox("GET", "/_sandbox/vapi/stats", NULL, &stats);
+    json_int_t refused = 0;
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(stats, "keys"), i, k)
+        if (json_integer_value(json_object_get(k, "limit")) == 0)
+            refused = json_integer_value(json_object_get(k, "rejected"));
+    json_decref(stats);
+    assert_true(refused > 0);   // B was really tried, and refused
+    snprintf(body, sizeof body, "{\"key\":\"%s\",\"limit\":%d}", KEY_B, LIMIT_B);
+    assert_int_equal(sandbox("POST", "/_sandbox/vapi/keys", body, NULL), 200);
+    wait_capacity_released();
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 #define T(fn) cmocka_unit_test_setup(fn, reset_sandbox)
@@ -361,6 +394,7 @@ int main(void) {
         T(test_lost_end_of_call_is_settled_by_a_lookup),
         T(test_bad_vapi_secret_is_refused_and_changes_nothing),
         T(test_end_of_call_report_ten_times_releases_capacity_once),
+        T(test_vapi_over_concurrency_requeues_without_counting_an_attempt),
         T(test_two_hundred_bookings_never_exceed_any_limit),
     };
     int failed = cmocka_run_group_tests_name("dispatch", tests, setup, teardown);
