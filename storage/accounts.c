@@ -86,6 +86,17 @@ int accounts_add(db_t *db, const char *name, const unsigned char *key_enc, size_
     return rc;
 }
 
+static void account_from_row(const PGresult *res, int r, void *elem) {
+    account_row_t *a = elem;
+    store_copy(a->id, sizeof a->id, res, r, 0);
+    store_copy(a->name, sizeof a->name, res, r, 1);
+    store_copy(a->phone_number_id, sizeof a->phone_number_id, res, r, 2);
+    a->max_concurrent = (int)store_int64(res, r, 3);
+    a->active_calls = (int)store_int64(res, r, 4);
+    a->enabled = strcmp(PQgetvalue(res, r, 5), "t") == 0;
+    store_copy(a->held_until, sizeof a->held_until, res, r, 6);
+}
+
 int accounts_list(db_t *db, account_row_t **out, size_t *n) {
     assert(db && out && n);
     PGresult *res = db_exec_prepared(
@@ -94,30 +105,10 @@ int accounts_list(db_t *db, account_row_t **out, size_t *n) {
         " " SQL_RFC3339("CASE WHEN held_until > now() THEN held_until END")
         " FROM vapi_accounts ORDER BY created_at, id",
         0, NULL, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    account_row_t *list = NULL;
-    if (rows > 0) {
-        list = calloc((size_t)rows, sizeof *list);
-        if (!list) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) {
-            account_row_t *a = &list[r];
-            store_copy(a->id, sizeof a->id, res, r, 0);
-            store_copy(a->name, sizeof a->name, res, r, 1);
-            store_copy(a->phone_number_id, sizeof a->phone_number_id, res, r, 2);
-            a->max_concurrent = (int)store_int64(res, r, 3);
-            a->active_calls = (int)store_int64(res, r, 4);
-            a->enabled = strcmp(PQgetvalue(res, r, 5), "t") == 0;
-            store_copy(a->held_until, sizeof a->held_until, res, r, 6);
-        }
-    }
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, account_from_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
 }
 
 int accounts_disable(db_t *db, const char *account_id) {
@@ -214,6 +205,19 @@ int agents_add(db_t *db, const char *account_id, const char *plan, int max_concu
     return rc;
 }
 
+static void agent_from_row(const PGresult *res, int r, void *elem) {
+    agent_row_t *a = elem;
+    store_copy(a->id, sizeof a->id, res, r, 0);
+    store_copy(a->account_id, sizeof a->account_id, res, r, 1);
+    store_copy(a->plan, sizeof a->plan, res, r, 2);
+    store_copy(a->assistant_id, sizeof a->assistant_id, res, r, 3);
+    a->own_assistant = strcmp(PQgetvalue(res, r, 4), "t") == 0;
+    a->max_concurrent = (int)store_int64(res, r, 5);
+    a->active_calls = (int)store_int64(res, r, 6);
+    a->priority = (int)store_int64(res, r, 7);
+    a->enabled = strcmp(PQgetvalue(res, r, 8), "t") == 0;
+}
+
 int agents_list(db_t *db, agent_row_t **out, size_t *n) {
     assert(db && out && n);
     PGresult *res = db_exec_prepared(
@@ -223,30 +227,8 @@ int agents_list(db_t *db, agent_row_t **out, size_t *n) {
         " FROM vapi_agents a JOIN plans p ON p.key = a.plan JOIN vapi_accounts c ON c.id = a.account_id"
         " ORDER BY c.created_at, c.id, a.created_at, a.id",
         0, NULL, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    agent_row_t *list = NULL;
-    if (rows > 0) {
-        list = calloc((size_t)rows, sizeof *list);
-        if (!list) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) {
-            agent_row_t *a = &list[r];
-            store_copy(a->id, sizeof a->id, res, r, 0);
-            store_copy(a->account_id, sizeof a->account_id, res, r, 1);
-            store_copy(a->plan, sizeof a->plan, res, r, 2);
-            store_copy(a->assistant_id, sizeof a->assistant_id, res, r, 3);
-            a->own_assistant = strcmp(PQgetvalue(res, r, 4), "t") == 0;
-            a->max_concurrent = (int)store_int64(res, r, 5);
-            a->active_calls = (int)store_int64(res, r, 6);
-            a->priority = (int)store_int64(res, r, 7);
-            a->enabled = strcmp(PQgetvalue(res, r, 8), "t") == 0;
-        }
-    }
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, agent_from_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
 }

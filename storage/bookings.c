@@ -316,6 +316,13 @@ int bookings_get(db_t *db, const char *booking_id, booking_view_t *out) {
     return STORE_OK;
 }
 
+static void event_from_row(const PGresult *res, int r, void *elem) {
+    booking_event_t *ev = elem;
+    ev->seq = atoi(PQgetvalue(res, r, 0));
+    store_copy(ev->status, sizeof ev->status, res, r, 1);
+    store_copy(ev->at, sizeof ev->at, res, r, 2);
+}
+
 int bookings_events(db_t *db, const char *booking_id, int after_seq, booking_event_t **out, size_t *n) {
     assert(db && booking_id && out && n);
     if (!store_is_uuid(booking_id)) {
@@ -330,25 +337,25 @@ int bookings_events(db_t *db, const char *booking_id, int after_seq, booking_eve
                                      "SELECT seq, status::text, " SQL_RFC3339("at") " FROM booking_events"
                                      " WHERE booking_id = $1::uuid AND seq > $2::integer ORDER BY seq",
                                      2, params, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    booking_event_t *evs = NULL;
-    if (rows > 0) {
-        evs = calloc((size_t)rows, sizeof *evs);
-        if (!evs) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) {
-            evs[r].seq = atoi(PQgetvalue(res, r, 0));
-            store_copy(evs[r].status, sizeof evs[r].status, res, r, 1);
-            store_copy(evs[r].at, sizeof evs[r].at, res, r, 2);
-        }
-    }
-    PQclear(res);
-    *out = evs;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, event_from_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
+}
+
+static void unpaid_from_row(const PGresult *res, int r, void *elem) {
+    booking_unpaid_t *u = elem;
+    store_copy(u->booking_id, sizeof u->booking_id, res, r, 0);
+    store_copy(u->status, sizeof u->status, res, r, 1);
+    store_copy(u->provider, sizeof u->provider, res, r, 2);
+    store_copy(u->session_id, sizeof u->session_id, res, r, 3);
+    store_copy(u->invoice_uuid, sizeof u->invoice_uuid, res, r, 4);
+    store_copy(u->payment_intent, sizeof u->payment_intent, res, r, 5);
+    u->amount_cents = store_int64(res, r, 6);
+    store_copy(u->currency, sizeof u->currency, res, r, 7);
+    store_copy(u->created_at, sizeof u->created_at, res, r, 8);
+    store_copy(u->expires_at, sizeof u->expires_at, res, r, 9);
+    u->age_s = store_int64(res, r, 10);
 }
 
 int bookings_pending_payment_older_than(db_t *db, int older_than_s, int limit, booking_unpaid_t **out, size_t *n) {
@@ -375,34 +382,10 @@ int bookings_pending_payment_older_than(db_t *db, int older_than_s, int limit, b
         "        floor(extract(epoch FROM now() - b.created_at))::bigint"
         "   FROM stamped s JOIN bookings b ON b.id = s.booking_id ORDER BY b.created_at",
         2, params, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    booking_unpaid_t *list = NULL;
-    if (rows > 0) {
-        list = calloc((size_t)rows, sizeof *list);
-        if (!list) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) {
-            booking_unpaid_t *u = &list[r];
-            store_copy(u->booking_id, sizeof u->booking_id, res, r, 0);
-            store_copy(u->status, sizeof u->status, res, r, 1);
-            store_copy(u->provider, sizeof u->provider, res, r, 2);
-            store_copy(u->session_id, sizeof u->session_id, res, r, 3);
-            store_copy(u->invoice_uuid, sizeof u->invoice_uuid, res, r, 4);
-            store_copy(u->payment_intent, sizeof u->payment_intent, res, r, 5);
-            u->amount_cents = store_int64(res, r, 6);
-            store_copy(u->currency, sizeof u->currency, res, r, 7);
-            store_copy(u->created_at, sizeof u->created_at, res, r, 8);
-            store_copy(u->expires_at, sizeof u->expires_at, res, r, 9);
-            u->age_s = store_int64(res, r, 10);
-        }
-    }
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, unpaid_from_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
 }
 
 // ---- cancel --------------------------------------------------------------------------------------

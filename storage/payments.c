@@ -444,6 +444,8 @@ int payments_set_payment_intent(db_t *db, const char *booking_id, const char *pa
     return rc;
 }
 
+static void refund_row(const PGresult *res, int r, void *elem) { refund_from_row(res, r, elem); }
+
 int payments_refunds_due(db_t *db, int limit, payment_refund_t **out, size_t *n) {
     assert(db && out && n && limit > 0);
     char lim[16];
@@ -455,21 +457,10 @@ int payments_refunds_due(db_t *db, int limit, payment_refund_t **out, size_t *n)
         " WHERE b.status IN ('cancelled', 'payment_failed', 'failed') AND p.status = 'paid'"
         " ORDER BY b.updated_at LIMIT $1::integer",
         1, params, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    payment_refund_t *list = NULL;
-    if (rows > 0) {
-        list = calloc((size_t)rows, sizeof *list);
-        if (!list) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) refund_from_row(res, r, &list[r]);
-    }
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, refund_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
 }
 
 // ---- lookups ---------------------------------------------------------------------------------------

@@ -40,25 +40,16 @@ int queue_get(db_t *db, const char *booking_id, queue_entry_t *out) {
     return rc;
 }
 
+static void queue_list_row(const PGresult *res, int r, void *elem) { queue_row(res, r, elem); }
+
 int queue_list_open(db_t *db, queue_entry_t **out, size_t *n) {
     PGresult *res = db_exec_prepared(db, "queue_list_open",
                                      "SELECT " QUEUE_COLUMNS " FROM call_queue"
                                      " WHERE status IN ('queued', 'claimed', 'dialing', 'active')"
                                      " ORDER BY priority DESC, created_at, id",
                                      0, NULL, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    queue_entry_t *list = NULL;
-    if (rows > 0) {
-        list = calloc((size_t)rows, sizeof *list);
-        if (!list) {
-            PQclear(res);
-            return STORE_ERR_DB;
-        }
-        for (int r = 0; r < rows; r++) queue_row(res, r, &list[r]);
-    }
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    void *list = NULL;
+    int rc = store_rows(res, sizeof **out, queue_list_row, &list, n);
+    if (rc == STORE_OK) *out = list;
+    return rc;
 }

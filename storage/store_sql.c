@@ -121,3 +121,21 @@ int store_queue_insert(db_t *db, const char *booking_id, int max_retries, bool *
     PQclear(res);
     return STORE_OK;
 }
+
+int store_rows(PGresult *res, size_t elem_size, store_row_fn row, void **list, size_t *n) {
+    if (!res) return STORE_ERR_DB;
+    int rows = PQntuples(res);
+    unsigned char *out = NULL;
+    if (rows > 0) {
+        out = calloc((size_t)rows, elem_size);
+        if (!out) {
+            PQclear(res);
+            return STORE_ERR_DB;
+        }
+        for (int r = 0; r < rows; r++) row(res, r, out + (size_t)r * elem_size);
+    }
+    PQclear(res);
+    *list = out;
+    *n = (size_t)rows;
+    return STORE_OK;
+}

@@ -33,6 +33,13 @@ void store_copy(char *dst, size_t size, const PGresult *res, int r, int c);
 char *store_dup(const PGresult *res, int r, int c, bool *oom);
 int64_t store_int64(const PGresult *res, int r, int c);
 
+// Fills one element of a list from row r of a result.
+typedef void (*store_row_fn)(const PGresult *res, int r, void *elem);
+// Maps every row of res with `row` into a calloc'ed array of elem_size-byte elements (NULL when
+// there is no row), and clears res. STORE_OK with *list and *n set; STORE_ERR_DB when res is NULL
+// or out of memory (*list and *n untouched).
+int store_rows(PGresult *res, size_t elem_size, store_row_fn row, void **list, size_t *n);
+
 // Rolls back the transaction the caller opened and returns rc (for `return store_abort(db, rc);`).
 int store_abort(db_t *db, int rc);
 

@@ -23,74 +23,13 @@
 #include "storage/payments.h"
 #include "storage/store.h"
 #include "tests/harness/harness.h"
-
-static const logger_t LG = {SLOG_ERROR, "test"};
-
-typedef struct {
-    char url[512];
-    db_t *db;
-    int phones;   // numbers handed out by next_phone
-} fx_t;
+#include "tests/integration/storage_fixture.h"
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-static db_t *connect_url(const char *url) {
-    db_t *db = db_new(url, &LG);
-    assert_non_null(db);
-    assert_int_equal(db_wait(db, 10000), 0);
-    return db;
-}
-
 static int setup(void **state) {
-    fx_t *fx = calloc(1, sizeof *fx);
-    assert_non_null(fx);
-    assert_int_equal(harness_pg_create_db("stbk", fx->url, sizeof fx->url), 0);
-    fx->db = connect_url(fx->url);
-    char err[512] = "";
-    if (migrate_apply(fx->db, &LG, NULL, err, sizeof err) != 0) fail_msg("migrate_apply: %s", err);
-    *state = fx;
+    *state = fixture_open("stbk");
     return 0;
-}
-
-static int teardown(void **state) {
-    fx_t *fx = *state;
-    db_destroy(&fx->db);
-    free(fx);
-    return 0;
-}
-
-static char *query1(db_t *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-// First column of the first row, malloc'ed ("" when there is no row or it is NULL).
-static char *query1(db_t *db, const char *fmt, ...) {
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    PGresult *res = db_exec(db, sql, NULL);
-    if (!res) fail_msg("query failed: %s: %s", sql, db_last_error(db, NULL));
-    char *v = strdup(PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
-    return v;
-}
-
-#define query_int(db, ...)                         \
-    ({                                             \
-        char *v_ = query1((db), __VA_ARGS__);      \
-        long long n_ = atoll(v_);                  \
-        free(v_);                                  \
-        n_;                                        \
-    })
-
-#define assert_query_str(db, want, ...)            \
-    do {                                           \
-        char *v_ = query1((db), __VA_ARGS__);      \
-        assert_string_equal(v_, (want));           \
-        free(v_);                                  \
-    } while (0)
-
-static void exec_ok(db_t *db, const char *sql) {
-    if (db_command(db, sql) != 0) fail_msg("statement failed: %s: %s", sql, db_last_error(db, NULL));
 }
 
 static void next_phone(fx_t *fx, char *buf, size_t size) {
@@ -164,74 +103,6 @@ static void assert_payment_status(db_t *db, const char *id, const char *want) {
 
 static long long queue_rows(db_t *db, const char *id) {
     return query_int(db, "SELECT count(*) FROM call_queue WHERE booking_id = '%s'", id);
-}
-
-// ---- forked workers ------------------------------------------------------------------------------
-
-typedef struct {
-    int rc;
-    int value;
-} child_result_t;
-
-typedef child_result_t (*child_fn_t)(db_t *db, int index, void *arg);
-
-// Runs fn in n child processes, each with its own connection, all released at once after every
-// child has connected. Results in out[0..n-1].
-static void run_concurrently(const char *url, int n, child_fn_t fn, void *arg, child_result_t *out) {
-    int ready[2], go[2], result[2];
-    assert_int_equal(pipe(ready), 0);
-    assert_int_equal(pipe(go), 0);
-    assert_int_equal(pipe(result), 0);
-    pid_t pids[64];
-    assert_true(n <= 64);
-    for (int i = 0; i < n; i++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(ready[0]);
-            close(go[1]);
-            close(result[0]);
-            db_t *db = db_new(url, &LG);
-            char b = db && db_wait(db, 10000) == 0 ? 'r' : 'x';
-            if (write(ready[1], &b, 1) != 1) _exit(3);
-            if (read(go[0], &b, 1) != 0) _exit(4);   // EOF: the parent closed the pipe, go
-            struct {
-                int index;
-                child_result_t r;
-            } msg = {i, {STORE_ERR_DB, 0}};
-            if (db) msg.r = fn(db, i, arg);
-            db_destroy(&db);
-            if (write(result[1], &msg, sizeof msg) != (ssize_t)sizeof msg) _exit(5);
-            _exit(0);
-        }
-        pids[i] = pid;
-    }
-    close(ready[1]);
-    close(go[0]);
-    close(result[1]);
-    for (int i = 0; i < n; i++) {
-        char b = 0;
-        assert_int_equal(read(ready[0], &b, 1), 1);
-        assert_int_equal(b, 'r');
-    }
-    close(go[1]);   // every child's read() returns at once
-    for (int i = 0; i < n; i++) {
-        struct {
-            int index;
-            child_result_t r;
-        } msg;
-        assert_int_equal(read(result[0], &msg, sizeof msg), (ssize_t)sizeof msg);
-        assert_true(msg.index >= 0 && msg.index < n);
-        out[msg.index] = msg.r;
-    }
-    for (int i = 0; i < n; i++) {
-        int status = 0;
-        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
-    }
-    close(ready[0]);
-    close(result[0]);
 }
 
 // ---- bookings_create -----------------------------------------------------------------------------
@@ -328,7 +199,7 @@ static void test_free_trial_is_queued_once_per_phone_per_day(void **state) {
 static child_result_t free_trial_child(db_t *db, int index, void *arg) {
     booking_new_t in = new_booking(arg, "free_trial", NULL);
     booking_created_t c;
-    child_result_t r = {0, 0};
+    child_result_t r = {0, 0, ""};
     r.rc = bookings_create(db, &in, &c, &r.value);
     return r;
 }
@@ -345,7 +216,7 @@ static void test_twenty_simultaneous_free_trials_for_one_phone_make_one_booking(
 
     for (int round = 0; round < 2; round++) {
         child_result_t res[20];
-        run_concurrently(fx->url, 20, free_trial_child, phone[round], res);
+        run_concurrently(fx, 20, free_trial_child, phone[round], NULL, res);
         int ok = 0, cooldown = 0;
         for (int i = 0; i < 20; i++) {
             if (res[i].rc == STORE_OK) {
@@ -485,7 +356,7 @@ typedef struct {
 
 static child_result_t paid_child(db_t *db, int index, void *arg) {
     const paid_target_t *t = arg;
-    child_result_t r = {0, 0};
+    child_result_t r = {0, 0, ""};
     int applied = 0, duplicates = 0;
     for (int i = 0; i < 5; i++) {
         payment_event_t ev = stripe_event("evt_paid_1", "checkout.session.completed", t->booking_id, t->session);
@@ -507,7 +378,7 @@ static void test_paid_event_delivered_fifty_times_moves_the_booking_once(void **
     make_awaiting(fx, id, session);
     paid_target_t t = {id, session};
     child_result_t res[10];
-    run_concurrently(fx->url, 10, paid_child, &t, res);   // 10 processes x 5 deliveries
+    run_concurrently(fx, 10, paid_child, &t, NULL, res);   // 10 processes x 5 deliveries
     int applied = 0, duplicates = 0;
     for (int i = 0; i < 10; i++) {
         assert_int_equal(res[i].rc, STORE_OK);
@@ -634,7 +505,7 @@ static child_result_t race_child(db_t *db, int index, void *arg) {
     payment_event_t ev = stripe_event(evid, index % 2 ? "checkout.session.expired" : "checkout.session.completed",
                                       b->id, b->session);
     payment_result_t r;
-    child_result_t out = {0, 0};
+    child_result_t out = {0, 0, ""};
     out.rc = index % 2 ? payments_apply_expired(db, &ev, &r) : payments_apply_paid(db, &ev, 1500, "usd", 3, &r);
     out.value = (int)r.outcome;
     return out;
@@ -646,7 +517,7 @@ static void test_completed_and_expired_at_once_apply_one_after_the_other(void **
     race_booking_t b[N];
     for (int k = 0; k < N; k++) make_awaiting(fx, b[k].id, b[k].session);
     child_result_t res[2 * N];
-    run_concurrently(fx->url, 2 * N, race_child, b, res);
+    run_concurrently(fx, 2 * N, race_child, b, NULL, res);
     for (int k = 0; k < N; k++) {
         child_result_t paid = res[2 * k], expired = res[2 * k + 1];
         assert_int_equal(paid.rc, STORE_OK);
@@ -996,14 +867,14 @@ static void test_cancel_is_too_late_from_initiating_on(void **state) {
                          PAYMENT_APPLIED);
         char sql[256];
         snprintf(sql, sizeof sql, "UPDATE bookings SET status = 'initiating' WHERE id = '%s'", id);
-        exec_ok(fx->db, sql);
+        exec_ok(fx->db, "%s", sql);
         if (i > 0) {
             snprintf(sql, sizeof sql, "UPDATE bookings SET status = 'calling' WHERE id = '%s'", id);
-            exec_ok(fx->db, sql);
+            exec_ok(fx->db, "%s", sql);
         }
         if (i > 1) {
             snprintf(sql, sizeof sql, "UPDATE bookings SET status = '%s' WHERE id = '%s'", too_late[i], id);
-            exec_ok(fx->db, sql);
+            exec_ok(fx->db, "%s", sql);
         }
         booking_cancel_t untouched, out;
         memset(&untouched, 0x5a, sizeof untouched);
@@ -1087,10 +958,10 @@ static void test_reconciliation_lists_stale_unpaid_bookings_in_turn(void **state
     char sql[512];
     snprintf(sql, sizeof sql, "UPDATE bookings SET created_at = now() - interval '10 minutes' WHERE id IN ('%s', '%s')",
              stale_awaiting, paid);
-    exec_ok(fx->db, sql);
+    exec_ok(fx->db, "%s", sql);
     snprintf(sql, sizeof sql, "UPDATE bookings SET created_at = now() - interval '20 minutes' WHERE id = '%s'",
              stale_pending);
-    exec_ok(fx->db, sql);
+    exec_ok(fx->db, "%s", sql);
 
     booking_unpaid_t *list = NULL;
     size_t n = 0;
@@ -1137,7 +1008,7 @@ static void test_reconciliation_lists_stale_unpaid_bookings_in_turn(void **state
 
 static child_result_t idem_child(db_t *db, int index, void *arg) {
     idem_result_t r;
-    child_result_t out = {0, 0};
+    child_result_t out = {0, 0, ""};
     out.rc = idem_begin(db, arg, "hash-a", &r);
     if (out.rc == STORE_OK) {
         out.value = (int)r.state;
@@ -1213,7 +1084,7 @@ static void test_idempotency_key_states(void **state) {
 
     // Ten at once with one new key: exactly one proceeds.
     child_result_t res[10];
-    run_concurrently(fx->url, 10, idem_child, "key-race", res);
+    run_concurrently(fx, 10, idem_child, "key-race", NULL, res);
     int fresh = 0, running = 0;
     for (int i = 0; i < 10; i++) {
         assert_int_equal(res[i].rc, STORE_OK);

@@ -30,6 +30,7 @@
 
 #include "actors/httpc.h"
 #include "common/util.h"
+#include "tests/unit/script_server.h"
 
 // ---- the scripted server ----------------------------------------------------------------------
 
@@ -71,33 +72,6 @@ static bool stub_stopping(stub_t *s, int wait_ms) {   // waits up to wait_ms for
     return poll(&p, 1, wait_ms) > 0;
 }
 
-static void send_all(int fd, const char *buf, size_t len) {
-    while (len) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n <= 0) return;
-        buf += n;
-        len -= (size_t)n;
-    }
-}
-
-static const char *header_value(const char *head, const char *name, char *out, size_t size) {
-    size_t nl = strlen(name);
-    out[0] = '\0';
-    for (const char *l = strstr(head, "\r\n"); l && l[2]; l = strstr(l + 2, "\r\n")) {
-        const char *h = l + 2;
-        if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
-            h += nl + 1;
-            while (*h == ' ') h++;
-            size_t n = strcspn(h, "\r\n");
-            if (n >= size) n = size - 1;
-            memcpy(out, h, n);
-            out[n] = '\0';
-            return out;
-        }
-    }
-    return NULL;
-}
-
 // The step for hit `hit` of a script path, copied into step ("200" when the path is no script).
 static void script_step(const char *path, int hit, char *step, size_t size, char *name, size_t nsize) {
     snprintf(step, size, "200");
@@ -126,16 +100,7 @@ static void *stub_worker(void *arg) {
     free(c);
     char buf[16384];
     size_t len = 0;
-    char *end = NULL;
-    while (!end && len < sizeof buf - 1) {
-        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
-        if (poll(p, 2, 5000) <= 0 || p[1].revents) goto out;
-        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
-        if (n <= 0) goto out;
-        len += (size_t)n;
-        buf[len] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-    }
+    char *end = script_read_head(fd, s->stop[0], buf, sizeof buf, &len);
     if (!end) goto out;
     *end = '\0';
     char method[8] = "", path[192] = "", value[128];
@@ -234,30 +199,18 @@ static void *stub_acceptor(void *arg) {
 static int stub_start(stub_t *s) {
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    if (pipe(s->stop) != 0) return -1;
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (bind(s->lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(s->lfd, 256) != 0 ||
-        getsockname(s->lfd, (struct sockaddr *)&a, &al) != 0)
-        return -1;
-    s->port = ntohs(a.sin_port);
+    if (script_listen(&s->lfd, &s->port, s->stop, 256) != 0) return -1;
     return pthread_create(&s->acceptor, NULL, stub_acceptor, s) == 0 ? 0 : -1;
 }
 
 static void stub_stop(stub_t *s) {
-    ssize_t w = write(s->stop[1], "x", 1);
-    (void)w;
+    script_signal_stop(s->stop);
     pthread_join(s->acceptor, NULL);
     pthread_mutex_lock(&s->mu);
     size_t n = s->nworkers;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < n; i++) pthread_join(s->workers[i], NULL);
-    close(s->lfd);
-    close(s->stop[0]);
-    close(s->stop[1]);
+    script_close(s->lfd, s->stop);
     pthread_mutex_destroy(&s->mu);
 }
 

@@ -31,6 +31,7 @@
 #include "actors/httpc.h"
 #include "actors/vapi_client.h"
 #include "common/util.h"
+#include "tests/unit/script_server.h"
 
 #define BID "0b7e3a1c-8a51-4c1e-9a57-2f6f5e1c9d3a"
 #define KEY "vapi-private-key-1"
@@ -67,46 +68,11 @@ typedef struct {
     int hits;
 } stub_t;
 
-static void send_all(int fd, const char *buf, size_t len) {
-    while (len) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n <= 0) return;
-        buf += n;
-        len -= (size_t)n;
-    }
-}
-
-static void header_value(const char *head, const char *name, char *out, size_t size) {
-    size_t nl = strlen(name);
-    out[0] = '\0';
-    for (const char *l = strstr(head, "\r\n"); l && l[2]; l = strstr(l + 2, "\r\n")) {
-        const char *h = l + 2;
-        if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
-            h += nl + 1;
-            while (*h == ' ') h++;
-            size_t n = strcspn(h, "\r\n");
-            if (n >= size) n = size - 1;
-            memcpy(out, h, n);
-            out[n] = '\0';
-            return;
-        }
-    }
-}
-
 // One connection: read the request, record it, answer the next step, close.
 static void stub_serve(stub_t *s, int fd) {
     char buf[16384];
     size_t len = 0;
-    char *end = NULL;
-    while (!end && len < sizeof buf - 1) {
-        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
-        if (poll(p, 2, 5000) <= 0 || p[1].revents) return;
-        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
-        if (n <= 0) return;
-        len += (size_t)n;
-        buf[len] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-    }
+    char *end = script_read_head(fd, s->stop[0], buf, sizeof buf, &len);
     if (!end) return;
     size_t head_len = (size_t)(end + 4 - buf);
     char value[64];
@@ -165,26 +131,14 @@ static void *stub_main(void *arg) {
 static int stub_start(stub_t *s) {
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    if (pipe(s->stop) != 0) return -1;
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (bind(s->lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(s->lfd, 16) != 0 ||
-        getsockname(s->lfd, (struct sockaddr *)&a, &al) != 0)
-        return -1;
-    s->port = ntohs(a.sin_port);
+    if (script_listen(&s->lfd, &s->port, s->stop, 16) != 0) return -1;
     return pthread_create(&s->thread, NULL, stub_main, s) == 0 ? 0 : -1;
 }
 
 static void stub_stop(stub_t *s) {
-    ssize_t w = write(s->stop[1], "x", 1);
-    (void)w;
+    script_signal_stop(s->stop);
     pthread_join(s->thread, NULL);
-    close(s->lfd);
-    close(s->stop[0]);
-    close(s->stop[1]);
+    script_close(s->lfd, s->stop);
     pthread_mutex_destroy(&s->mu);
 }
 
