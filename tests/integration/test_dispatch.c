@@ -383,6 +383,30 @@ static void test_vapi_over_concurrency_requeues_without_counting_an_attempt(void
     wait_capacity_released();
 }
 
+// No name, email or full phone number in the daemon's log after all the calls above.
+static void test_no_personal_data_reaches_the_log(void **state) {
+    char *log = harness_read_file(F->d.log);
+    assert_non_null(log);
+    assert_null(strstr(log, "Zoe Quartermaine"));
+    assert_null(strstr(log, "zoe.q@example.org"));
+    assert_null(strstr(log, KEY_A));
+    assert_null(strstr(log, KEY_B));
+    for (const char *p = log; *p; p++) {
+        size_t digits = 0;
+        const char *q = p + (*p == '+');
+        while (q[digits] >= '0' && q[digits] <= '9') digits++;
+        if (*p == '+' && digits >= 8) {
+            fprintf(stderr, "phone-like text in the log: %.16s\n", p);
+            fail();
+        }
+        if (digits >= 11 && (p == log || p[-1] < '0' || p[-1] > '9') && strncmp(q, "1555", 4) == 0) {
+            fprintf(stderr, "test phone digits in the log: %.16s\n", p);
+            fail();
+        }
+    }
+    free(log);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 #define T(fn) cmocka_unit_test_setup(fn, reset_sandbox)
@@ -396,6 +420,7 @@ int main(void) {
         T(test_end_of_call_report_ten_times_releases_capacity_once),
         T(test_vapi_over_concurrency_requeues_without_counting_an_attempt),
         T(test_two_hundred_bookings_never_exceed_any_limit),
+        T(test_no_personal_data_reaches_the_log),
     };
     int failed = cmocka_run_group_tests_name("dispatch", tests, setup, teardown);
     curl_global_cleanup();
