@@ -23,8 +23,9 @@
 // The request headers a route needs (Origin, Content-Type, Authorization, Idempotency-Key,
 // Stripe-Signature; X-Vapi-Secret, x-signature, x-timestamp) are copied into the session when the
 // request arrives, so nothing depends on lws keeping them. Every request ends in one log line
-// (event=http_request) and one count in sweety_http_requests_total. WebSockets come in a later
-// issue: until then an upgrade request is hung up on and a plain GET /ws gets 426.
+// (event=http_request) and one count in sweety_http_requests_total. A WebSocket upgrade on /ws
+// (from the allowed Origin, or none) becomes a WebSocket session served by ws.c on this same
+// protocol and thread; any other upgrade is hung up on, and a plain GET /ws gets 426.
 //
 // Hand-over. The work behind /api/* and /webhooks/* is done by the payments actor (/webhooks/vapi:
 // by the dialer). A request gets an id from the pending table (pending.h), its command goes to
@@ -80,6 +81,7 @@
 #define HTTP_PAGE_MAX (256 * 1024)       // largest page read from web_root
 #define HTTP_DRAIN_MS 4000               // how long $TERM waits for requests in flight
 #define HTTP_DRAIN_GRACE_MS 500          // then to write the 503s of requests still waiting
+#define HTTP_WS_CLOSE_MS 2000            // $TERM: how long WebSockets get to take their 1001
 #define HTTP_KEEPALIVE_S 5
 #define HTTP_TIMEOUT_S 20
 #define BUS_PROTOCOL "sweety-bus"
@@ -250,6 +252,8 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
     for (size_t i = 0; i < UPSTREAM_COUNT; i++)
         fprintf(f, "sweety_http_upstream_failures_total{reason=\"%s\"} %" PRIu64 "\n", upstream_failures[i],
                 self->upstream_failures[i]);
+
+    ws_metrics(self, f);
 
     if (fclose(f) != 0) {
         free(buf);
@@ -966,12 +970,24 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return s ? on_http_writeable(self, wsi, s) : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        // WebSockets come in a later issue: hang up on upgrades for now.
-        log_info(&self->log, "ws_refused", "reason=not_implemented");
-        return -1;
+        return ws_confirm_upgrade(self, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return ws_filter(self, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        return ws_established(self, wsi, s);
+    case LWS_CALLBACK_RECEIVE:
+        return ws_receive(self, wsi, s, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        ws_pong(s);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_writeable(self, wsi, s);
+    case LWS_CALLBACK_CLOSED:
+        ws_closed(self, s);
+        return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-        if (s) session_end(self, s, true);
+        if (s && !s->ws) session_end(self, s, true);
         return 0;
     default:
         break;
@@ -1018,6 +1034,22 @@ static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
     case BUS_HTTP_REPLY:
         if (!from_sub) on_http_reply(self, &msg->u.http_reply);   // answers come to our inbox only
         break;
+    case BUS_BOOKING_STATUS:
+        if (from_sub)
+            ws_on_status(self, msg->u.booking_status.booking_id, msg->u.booking_status.seq,
+                         msg->u.booking_status.status, msg->u.booking_status.at);
+        break;
+    case BUS_REALTIME_STATUS:
+        if (from_sub)
+            ws_on_status(self, msg->u.realtime_status.booking_id, msg->u.realtime_status.seq,
+                         msg->u.realtime_status.status, msg->u.realtime_status.at);
+        break;
+    case BUS_REALTIME_RESYNC:
+        if (from_sub) ws_on_resync(self);
+        break;
+    case BUS_WS_EVENTS:
+        if (!from_sub) ws_on_events(self, &msg->u.ws_events);   // answers come to our inbox only
+        break;
     default:
         break;
     }
@@ -1042,7 +1074,9 @@ static void begin_shutdown(http_t *self) {
     if (self->terminating) return;
     self->terminating = true;
     self->drain_deadline_us = monotonic_us() + (int64_t)HTTP_DRAIN_MS * 1000;
-    log_info(&self->log, "http_draining", "inflight=%d", self->inflight);
+    self->ws_deadline_us = monotonic_us() + (int64_t)HTTP_WS_CLOSE_MS * 1000;
+    log_info(&self->log, "http_draining", "inflight=%d websockets=%zu", self->inflight, ws_open_count(self));
+    ws_shutdown(self);
 }
 
 static void pump_pipe(http_t *self) {
@@ -1075,6 +1109,7 @@ static void on_backstop(lws_sorted_usec_list_t *sul) {
     http_t *self = lws_container_of(sul, http_t, backstop);
     bool more = pump_all(self);
     pending_expire(self->pending, http_monotonic_ms(), on_reply_expired, self);
+    ws_tick(self);
     schedule_backstop(self, more);
 }
 
@@ -1206,6 +1241,7 @@ static void http_destroy(http_t **self_p) {
     }
     // after the context: closing a connection orphans its pending entry
     pending_destroy(&self->pending);
+    ws_state_destroy(self);
     ratelimit_destroy(&self->rl_booking);
     for (size_t i = 0; i < PROVIDER_COUNT; i++) ratelimit_destroy(&self->rl_webhook[i]);
     free(self->plans_body);
@@ -1238,7 +1274,7 @@ static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
         self->rl_webhook[i] = ratelimit_new(HTTP_RATELIMIT_KEYS);
         limiters = limiters && self->rl_webhook[i];
     }
-    if (!self->pending || !limiters) {
+    if (!self->pending || !limiters || ws_state_new(self) != 0) {
         log_error(&self->log, "out_of_memory", NULL);
         goto fail;
     }
@@ -1292,8 +1328,10 @@ void http_actor(zsock_t *pipe, void *args) {
             break;
         }
         if (!self->terminating) continue;
-        if (self->inflight <= 0) break;
         int64_t now = monotonic_us();
+        bool ws_waiting = ws_open_count(self) > 0 && now < self->ws_deadline_us;
+        if (self->inflight <= 0 && !ws_waiting) break;
+        if (self->inflight <= 0) continue;
         if (now < self->drain_deadline_us) continue;
         if (self->drain_answered) break;
         // Requests still waiting for payments get a 503 and a moment to have it written.
@@ -1302,6 +1340,7 @@ void http_actor(zsock_t *pipe, void *args) {
         self->drain_deadline_us = now + (int64_t)HTTP_DRAIN_GRACE_MS * 1000;
     }
     if (self->inflight > 0) log_warn(&self->log, "http_drain_timeout", "inflight=%d", self->inflight);
+    if (ws_open_count(self) > 0) log_warn(&self->log, "ws_close_timeout", "websockets=%zu", ws_open_count(self));
     http_destroy(&self);
     log_info(&((const http_args_t *)args)->log, "actor_stopped", NULL);
 }

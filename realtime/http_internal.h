@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bus/bus.h"
 #include "common/log.h"
@@ -115,6 +116,9 @@ typedef struct http_t {
     size_t request_count;
     uint64_t webhooks[PROVIDER_COUNT][OUTCOME_COUNT];
     uint64_t upstream_failures[UPSTREAM_COUNT];
+    // WebSocket connections and their subscriptions (ws.c)
+    struct ws_state *ws;
+    int64_t ws_deadline_us;    // $TERM: how long to wait for WebSockets to close
 } http_t;
 
 typedef struct route_t route_t;
@@ -160,6 +164,8 @@ typedef struct {
     const char *resp;          // points into resp_owned, or at a static string
     char *resp_owned;
     size_t resp_len, resp_sent;
+    // after a WebSocket upgrade: the connection's state (ws.c); the fields above are then unused
+    struct ws_conn *ws;
 } session_t;
 
 typedef void (*route_fn)(http_t *self, struct lws *wsi, session_t *s);
@@ -217,5 +223,29 @@ void route_webhook_vapi(http_t *self, struct lws *wsi, session_t *s);
 
 // A 200 answer to PLANS_GET arrived: keep it for HTTP_PLANS_CACHE_MS (api_routes.c).
 void http_plans_cache_store(http_t *self, const char *body, size_t len);
+
+// ---- WebSockets (ws.c) ------------------------------------------------------------------------
+
+int ws_state_new(http_t *self);
+void ws_state_destroy(http_t *self);
+// LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: 0 accept, 1 refused with 403 already sent, -1 hang up.
+int ws_confirm_upgrade(http_t *self, struct lws *wsi, const char *proto);
+// LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: 0 accept (no Origin, or the allowed one), 1 refuse.
+int ws_filter(http_t *self, struct lws *wsi);
+int ws_established(http_t *self, struct lws *wsi, session_t *s);
+int ws_receive(http_t *self, struct lws *wsi, session_t *s, const void *in, size_t len);
+int ws_writeable(http_t *self, struct lws *wsi, session_t *s);
+void ws_pong(session_t *s);
+void ws_closed(http_t *self, session_t *s);
+// A committed status change (booking.status or realtime.status), a replay page, a LISTEN resync.
+void ws_on_status(http_t *self, const char *booking_id, int64_t seq, const char *status, int64_t at_us);
+void ws_on_events(http_t *self, const bus_ws_events_t *e);
+void ws_on_resync(http_t *self);
+// Replay retries and pings; cheap to call often (does its work once a second).
+void ws_tick(http_t *self);
+// $TERM: every connection is closed with 1001.
+void ws_shutdown(http_t *self);
+size_t ws_open_count(const http_t *self);
+void ws_metrics(const http_t *self, FILE *f);
 
 #endif

@@ -556,7 +556,8 @@ static void test_keep_alive_serves_many_requests_on_one_connection(void **state)
     curl_easy_cleanup(h);
 }
 
-static void test_websocket_upgrade_is_refused_for_now(void **state) {
+// Sessions themselves are tested end to end in tests/integration/test_realtime.c.
+static void test_websocket_upgrade_only_on_ws_and_never_from_a_foreign_origin(void **state) {
     fixture_t *f = *state;
     http_start_on(f, "127.0.0.1", NULL);
     CURL *h = curl_easy_init();
@@ -572,9 +573,17 @@ static void test_websocket_upgrade_is_refused_for_now(void **state) {
     headers = curl_slist_append(headers, "Upgrade: websocket");
     headers = curl_slist_append(headers, "Sec-WebSocket-Version: 13");
     headers = curl_slist_append(headers, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==");
-    request(h, NULL, url, NULL, 0, headers, &r);
+    struct curl_slist *foreign = curl_slist_append(NULL, "Origin: http://evil.example");
+    for (struct curl_slist *l = headers; l; l = l->next) foreign = curl_slist_append(foreign, l->data);
+    request(h, NULL, url, NULL, 0, foreign, &r);
+    assert_int_equal(r.status, 403);
+    reply_clear(&r);
+    char other[128];
+    snprintf(other, sizeof other, "%s/api/plans", f->base);
+    request(h, NULL, other, NULL, 0, headers, &r);
     assert_true(r.rc != CURLE_OK || r.status != 101);
     reply_clear(&r);
+    curl_slist_free_all(foreign);
     curl_slist_free_all(headers);
     curl_easy_cleanup(h);
     assert_int_equal(get_status(f, "/healthz"), 503);   // still serving
@@ -709,7 +718,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_wrong_method_on_known_route_is_405, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_body_over_16k_is_413, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_serves_many_requests_on_one_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_websocket_upgrade_is_refused_for_now, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket_upgrade_only_on_ws_and_never_from_a_foreign_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_ping_with_pong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_fails_when_port_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_is_clean_and_releases_descriptors, setup, teardown),
