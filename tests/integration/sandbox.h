@@ -79,4 +79,19 @@ static inline long test_sandbox_call(const test_sandbox_t *s, const char *method
     return status;
 }
 
+// The customer completes Stripe Checkout session `session` ("{\"payment_status\":\"paid\"}" ...).
+static inline long test_sandbox_complete(const test_sandbox_t *s, const char *session, const char *json) {
+    char path[256];
+    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%.200s/complete", session);
+    return test_sandbox_call(s, "POST", path, json, NULL);
+}
+
+// Cryptomus invoice `uuid` takes `status` ("paid", "cancel" ...), as its hosted page would set it.
+static inline long test_sandbox_invoice_status(const test_sandbox_t *s, const char *uuid, const char *status) {
+    char path[256], body[64];
+    snprintf(path, sizeof path, "/_sandbox/cryptomus/invoices/%.180s/status", uuid);
+    snprintf(body, sizeof body, "{\"status\":\"%.40s\"}", status);
+    return test_sandbox_call(s, "POST", path, body, NULL);
+}
+
 #endif

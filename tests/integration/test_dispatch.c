@@ -102,9 +102,7 @@ static int64_t calls_to(const char *phone) {
 }
 
 static void pay(const client_booked_t *b) {
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b->session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}", NULL), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b->session, "{\"payment_status\":\"paid\"}"), 200);
 }
 
 // ---- set-up -------------------------------------------------------------------------------------

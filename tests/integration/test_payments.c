@@ -258,9 +258,7 @@ static void test_stripe_paid_checkout_confirms_and_queues_once(void **state) {
     booked_t b;
     book_paid("standard", "stripe", &b);
     assert_non_null(strstr(b.checkout, F->sb.url));
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"paid\"}"), 200);
     assert_int_equal(wait_status(b.id, b.token, "queued", 15000), 0);
     char h[256];
     history(b.id, b.token, h, sizeof h);
@@ -275,18 +273,14 @@ static void test_stripe_paid_checkout_confirms_and_queues_once(void **state) {
 static void test_stripe_async_payment_succeeds_later(void **state) {
     booked_t b;
     book_paid("extended", "stripe", &b);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"unpaid\",\"then\":\"async_succeeded\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"unpaid\",\"then\":\"async_succeeded\"}"), 200);
     assert_int_equal(wait_status(b.id, b.token, "queued", 15000), 0);
 }
 
 static void test_stripe_async_payment_failure_fails_the_booking(void **state) {
     booked_t b;
     book_paid("standard", "stripe", &b);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"unpaid\",\"then\":\"async_failed\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"unpaid\",\"then\":\"async_failed\"}"), 200);
     assert_int_equal(wait_status(b.id, b.token, "payment_failed", 15000), 0);
 }
 
@@ -303,11 +297,8 @@ static void test_cryptomus_paid_and_failed(void **state) {
     booked_t paid, failed;
     book_paid("standard", "cryptomus", &paid);
     book_paid("standard", "cryptomus", &failed);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/cryptomus/invoices/%s/status", paid.session);
-    assert_int_equal(sandbox("POST", path, "{\"status\":\"paid\"}"), 200);
-    snprintf(path, sizeof path, "/_sandbox/cryptomus/invoices/%s/status", failed.session);
-    assert_int_equal(sandbox("POST", path, "{\"status\":\"wrong_amount\"}"), 200);
+    assert_int_equal(test_sandbox_invoice_status(&F->sb, paid.session, "paid"), 200);
+    assert_int_equal(test_sandbox_invoice_status(&F->sb, failed.session, "wrong_amount"), 200);
     assert_int_equal(wait_status(paid.id, paid.token, "queued", 15000), 0);
     assert_int_equal(wait_status(failed.id, failed.token, "payment_failed", 15000), 0);
 }
@@ -391,9 +382,7 @@ static void test_one_event_delivered_fifty_times_moves_the_booking_once(void **s
     booked_t b;
     book_paid("standard", "stripe", &b);
     assert_int_equal(sandbox("POST", "/_sandbox/webhooks", "{\"mode\":\"hold\"}"), 200);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"paid\"}"), 200);
     assert_int_equal(sandbox("POST", "/_sandbox/webhooks/release", "{\"order\":\"shuffle\",\"duplicates\":50}"), 200);
     assert_int_equal(wait_status(b.id, b.token, "queued", 20000), 0);
     wait_webhooks_settled(30000);
@@ -411,9 +400,7 @@ static void test_async_events_in_reverse_order_still_confirm_once(void **state) 
     booked_t b;
     book_paid("standard", "stripe", &b);
     assert_int_equal(sandbox("POST", "/_sandbox/webhooks", "{\"mode\":\"hold\"}"), 200);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"unpaid\",\"then\":\"async_succeeded\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"unpaid\",\"then\":\"async_succeeded\"}"), 200);
     // the async outcome is generated a moment after the completion: wait for both to be held
     int64_t deadline = harness_now_ms() + 10000;
     size_t held = 0;
@@ -437,9 +424,7 @@ static void test_lost_webhook_is_made_good_by_reconciliation(void **state) {
     booked_t b;
     book_paid("standard", "stripe", &b);
     assert_int_equal(sandbox("POST", "/_sandbox/webhooks", "{\"mode\":\"drop\"}"), 200);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"paid\"}"), 200);
     assert_int_equal(wait_status(b.id, b.token, "queued", 30000), 0);
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_events WHERE event_id LIKE 'reconcile:%%' AND booking_id='%s'", b.id);
@@ -489,9 +474,7 @@ static void test_cancel_refunds_a_paid_booking_and_expires_an_unpaid_one(void **
     booked_t paid, unpaid;
     book_paid("standard", "stripe", &paid);
     book_paid("standard", "stripe", &unpaid);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", paid.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}"), 200);
+    assert_int_equal(test_sandbox_complete(&F->sb, paid.session, "{\"payment_status\":\"paid\"}"), 200);
     assert_int_equal(wait_status(paid.id, paid.token, "queued", 15000), 0);
     json_t *j = NULL;
     assert_int_equal(cancel(&paid, &j), 200);
@@ -532,9 +515,7 @@ static void test_money_for_a_cancelled_booking_is_refunded(void **state) {
     json_t *j = NULL;
     assert_int_equal(cancel(&b, &j), 200);
     json_decref(j);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/stripe/sessions/%s/complete", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"payment_status\":\"paid\"}"), 200);   // the customer paid anyway
+    assert_int_equal(test_sandbox_complete(&F->sb, b.session, "{\"payment_status\":\"paid\"}"), 200);   // the customer paid anyway
     int64_t deadline = harness_now_ms() + 15000;
     while (journal_count("provider=stripe&path=/v1/refunds&method=POST") == 0 && harness_now_ms() < deadline)
         harness_sleep_ms(100);
@@ -545,11 +526,9 @@ static void test_money_for_a_cancelled_booking_is_refunded(void **state) {
 static void test_late_cryptomus_money_is_marked_for_a_manual_refund(void **state) {
     booked_t b;
     book_paid("standard", "cryptomus", &b);
-    char path[256];
-    snprintf(path, sizeof path, "/_sandbox/cryptomus/invoices/%s/status", b.session);
-    assert_int_equal(sandbox("POST", path, "{\"status\":\"cancel\"}"), 200);
+    assert_int_equal(test_sandbox_invoice_status(&F->sb, b.session, "cancel"), 200);
     assert_int_equal(wait_status(b.id, b.token, "cancelled", 15000), 0);
-    assert_int_equal(sandbox("POST", path, "{\"status\":\"paid\"}"), 200);   // the money came anyway
+    assert_int_equal(test_sandbox_invoice_status(&F->sb, b.session, "paid"), 200);   // the money came anyway
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM payments WHERE booking_id='%s' AND status='refund_required'", b.id);
     int64_t deadline = harness_now_ms() + 15000;
