@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tests/unit/curl_reply.h"
 #include "bus/broker.h"
 #include "bus/bus.h"
 #include "conf/config.h"
@@ -41,15 +42,6 @@ typedef struct {
     char base[80];           // "http://127.0.0.1:PORT"
 } fixture_t;
 
-typedef struct {
-    long status;
-    char *body;
-    size_t len;
-    char headers[4096];
-    size_t hlen;
-    long connects;           // new connections curl opened for this request
-    CURLcode rc;
-} reply_t;
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -78,34 +70,6 @@ static int free_port(const char *host) {
         port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port : ((struct sockaddr_in6 *)&ss)->sin6_port);
     close(fd);
     return port;
-}
-
-static size_t on_body(char *data, size_t size, size_t n, void *arg) {
-    reply_t *r = arg;
-    size_t add = size * n;
-    char *body = realloc(r->body, r->len + add + 1);
-    if (!body) return 0;
-    memcpy(body + r->len, data, add);
-    r->len += add;
-    body[r->len] = '\0';
-    r->body = body;
-    return add;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *arg) {
-    reply_t *r = arg;
-    size_t add = size * n;
-    if (r->hlen + add < sizeof r->headers) {
-        memcpy(r->headers + r->hlen, data, add);
-        r->hlen += add;
-        r->headers[r->hlen] = '\0';
-    }
-    return add;
-}
-
-static void reply_clear(reply_t *r) {
-    free(r->body);
-    memset(r, 0, sizeof *r);
 }
 
 // One request on handle h (reused handles keep their connection). method NULL = GET.

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/unit/curl_reply.h"
 #include "bus/broker.h"
 #include "bus/bus.h"
 #include "common/token.h"
@@ -286,42 +287,6 @@ static int teardown(void **state) {
 
 // ---- HTTP with curl -----------------------------------------------------------------------------
 
-typedef struct {
-    CURLcode rc;
-    long status;
-    char *body;
-    size_t len;
-    char headers[8192];
-    size_t hlen;
-} reply_t;
-
-static size_t on_body(char *data, size_t size, size_t n, void *arg) {
-    reply_t *r = arg;
-    size_t add = size * n;
-    char *body = realloc(r->body, r->len + add + 1);
-    if (!body) return 0;
-    memcpy(body + r->len, data, add);
-    r->len += add;
-    body[r->len] = '\0';
-    r->body = body;
-    return add;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *arg) {
-    reply_t *r = arg;
-    size_t add = size * n;
-    if (r->hlen + add < sizeof r->headers) {
-        memcpy(r->headers + r->hlen, data, add);
-        r->hlen += add;
-        r->headers[r->hlen] = '\0';
-    }
-    return add;
-}
-
-static void reply_clear(reply_t *r) {
-    free(r->body);
-    memset(r, 0, sizeof *r);
-}
 
 // One request. headers: NULL-terminated "Name: value" list (may be NULL). A POST body goes with
 // whatever Content-Type the headers name, none when they name none.
