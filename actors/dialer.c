@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "actors/dispatch_events.h"
 #include "actors/httpc.h"
 #include "actors/vapi_client.h"
 #include "common/crypto.h"
@@ -86,38 +87,6 @@ static int retry_delay_s(const config_t *cfg, int attempt) {
 
 // ---- settling ---------------------------------------------------------------------------------
 
-static void publish_settled(dialer_t *self, const char *booking_id, const char *call_id, const char *reason,
-                            const dispatch_settled_t *res) {
-    for (size_t i = 0; i < res->nevents; i++) actor_publish_status(self->ctx, booking_id, &res->events[i]);
-    bus_msg_t msg;
-    bus_msg_init(&msg, BUS_CALL_ENDED);
-    bus_call_ended_t *e = &msg.u.call_ended;
-    snprintf(e->booking_id, sizeof e->booking_id, "%s", booking_id);
-    snprintf(e->call_id, sizeof e->call_id, "%s", call_id ? call_id : "");
-    snprintf(e->ended_reason, sizeof e->ended_reason, "%s", reason ? reason : "");
-    snprintf(e->outcome, sizeof e->outcome, "%s", dispatch_state_name(res->state));
-    e->duration_s = res->duration_s > 0 ? res->duration_s : 0;
-    actor_publish(self->ctx, &msg);
-    if (res->state == DISPATCH_REQUEUED) {
-        bus_msg_init(&msg, BUS_CALL_RETRY);
-        bus_call_retry_t *r = &msg.u.call_retry;
-        snprintf(r->booking_id, sizeof r->booking_id, "%s", booking_id);
-        r->attempt = res->attempt;
-        r->delay_s = res->retry_delay_s;
-        snprintf(r->reason, sizeof r->reason, "%.*s", (int)sizeof r->reason - 1, reason ? reason : "");
-        actor_publish(self->ctx, &msg);
-    }
-    bus_msg_init(&msg, BUS_CAPACITY_CHANGED);
-    bus_capacity_changed_t *c = &msg.u.capacity_changed;
-    snprintf(c->account_id, sizeof c->account_id, "%s", res->account_id);
-    snprintf(c->agent_id, sizeof c->agent_id, "%s", res->agent_id);
-    c->account_active = res->account_active;
-    c->agent_active = res->agent_active;
-    actor_publish(self->ctx, &msg);
-    log_info(&self->ctx->log, "call_settled", "booking=%s state=%s reason=%s attempt=%d", booking_id,
-             dispatch_state_name(res->state), reason ? reason : "-", res->attempt);
-}
-
 // What a settle needs beyond the outcome; zero for "unknown".
 typedef struct {
     const char *booking_id;      // for a try without a call id
@@ -153,7 +122,7 @@ static int settle(dialer_t *self, dispatch_outcome_t outcome, const settle_args_
     dispatch_settled_t res;
     int rc = dispatch_settle(self->ctx->db, &in, &res);
     if (rc == STORE_OK && res.state != DISPATCH_ALREADY_SETTLED)
-        publish_settled(self, res.booking_id, res.vapi_call_id, a->reason, &res);
+        dispatch_publish_settled(self->ctx, res.vapi_call_id, a->reason, &res);
     if (rc == STORE_OK && state) *state = res.state;
     return rc;
 }
@@ -307,7 +276,7 @@ static void on_call_found(void *arg, const vapi_outcome_t *outcome, const vapi_c
         dispatch_settled_t res;
         if (dispatch_requeue_lost(self->ctx->db, job->a.booking_id, job->a.claim, &res) == STORE_OK &&
             res.state != DISPATCH_ALREADY_SETTLED) {
-            publish_settled(self, res.booking_id, NULL, "call-never-placed", &res);
+            dispatch_publish_settled(self->ctx, NULL, "call-never-placed", &res);
             log_info(&self->ctx->log, "lost_dial_requeued", "booking=%s", job->a.booking_id);
         }
     }   // otherwise VAPI did not answer: the next sweep asks again

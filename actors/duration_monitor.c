@@ -14,6 +14,7 @@
 
 #include <string.h>
 
+#include "actors/dispatch_events.h"
 #include "actors/httpc.h"
 #include "actors/vapi_client.h"
 #include "common/util.h"
@@ -65,16 +66,7 @@ static void on_end_call(void *arg, const vapi_outcome_t *outcome) {
                             .ended_reason = "exceeded-plan-duration", .duration_s = job->call.calling_s,
                             .cost_micros = -1};
     if (dispatch_settle(self->ctx->db, &in, &res) == STORE_OK && res.state != DISPATCH_ALREADY_SETTLED) {
-        for (size_t i = 0; i < res.nevents; i++) actor_publish_status(self->ctx, job->call.booking_id, &res.events[i]);
-        bus_msg_t msg;
-        bus_msg_init(&msg, BUS_CALL_ENDED);
-        bus_call_ended_t *e = &msg.u.call_ended;
-        snprintf(e->booking_id, sizeof e->booking_id, "%s", job->call.booking_id);
-        snprintf(e->call_id, sizeof e->call_id, "%.*s", (int)sizeof e->call_id - 1, job->call.vapi_call_id);
-        snprintf(e->ended_reason, sizeof e->ended_reason, "exceeded-plan-duration");
-        snprintf(e->outcome, sizeof e->outcome, "completed");
-        e->duration_s = job->call.calling_s;
-        actor_publish(self->ctx, &msg);
+        dispatch_publish_settled(self->ctx, job->call.vapi_call_id, in.ended_reason, &res);
         log_info(&self->ctx->log, "call_ended_by_monitor", "booking=%s control=%s", job->call.booking_id,
                  outcome && outcome->kind == VAPI_OK ? "ok" : "failed");
     }

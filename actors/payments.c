@@ -366,7 +366,6 @@ typedef struct {
     payments_t *self;
     int64_t request_id;
     char booking_id[STORE_UUID_LEN];
-    char event_json[128];   // the cancel answer's fixed part, filled by the cancel handler
 } refund_job_t;
 
 static void answer_cancel(payments_t *self, int64_t request_id, const char *booking_id, const char *refund) {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "actors/dispatch_events.h"
 #include "common/util.h"
 #include "storage/call_events.h"
 #include "storage/dispatch.h"
@@ -38,18 +39,6 @@ typedef struct {
     bool listen_registered;
     int64_t next_hourly_ms;
 } scheduler_t;
-
-
-static void publish_capacity(scheduler_t *self, const dispatch_assignment_t *a) {
-    bus_msg_t msg;
-    bus_msg_init(&msg, BUS_CAPACITY_CHANGED);
-    bus_capacity_changed_t *c = &msg.u.capacity_changed;
-    snprintf(c->account_id, sizeof c->account_id, "%s", a->account_id);
-    snprintf(c->agent_id, sizeof c->agent_id, "%s", a->agent_id);
-    c->account_active = a->account_active;
-    c->agent_active = a->agent_active;
-    actor_publish(self->ctx, &msg);
-}
 
 // Hands one claimed call to the dialer. A lost hand-over is not lost work: the lease expires and
 // the dialer's sweep looks the call up and dials it (storage/dispatch.h).
@@ -79,7 +68,8 @@ static void dispatch_round(scheduler_t *self) {
         }
         for (size_t i = 0; i < n; i++) {
             actor_publish_status(self->ctx, claims[i].booking_id, &claims[i].event);
-            publish_capacity(self, &claims[i]);
+            dispatch_publish_capacity(self->ctx, claims[i].account_id, claims[i].agent_id, claims[i].account_active,
+                                      claims[i].agent_active);
             hand_to_dialer(self, &claims[i]);
             log_info(&self->ctx->log, "call_assigned", "booking=%s agent=%s attempt=%d", claims[i].booking_id,
                      claims[i].agent_id, claims[i].attempt);
