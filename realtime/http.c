@@ -72,13 +72,13 @@
 #include "common/util.h"
 #include "realtime/cidr.h"
 #include "realtime/http_internal.h"
+#include "realtime/web_files.h"
 #include "realtime/webhook_verify.h"
 
 #define HTTP_METRICS_FROM_DEFAULT "127.0.0.0/8,::1/128"
 #define HTTP_HEADER_MAX 8192             // all request headers of one request
 #define HTTP_HEADER_POOL 32              // requests parsing headers at the same time
 #define HTTP_CHUNK 4096                  // response bytes per writeable turn
-#define HTTP_PAGE_MAX (256 * 1024)       // largest page read from web_root
 #define HTTP_DRAIN_MS 4000               // how long $TERM waits for requests in flight
 #define HTTP_DRAIN_GRACE_MS 500          // then to write the 503s of requests still waiting
 #define HTTP_WS_CLOSE_MS 2000            // $TERM: how long WebSockets get to take their 1001
@@ -282,6 +282,17 @@ void http_respond(session_t *s, int status, const char *content_type, char *body
         s->resp_len = sizeof oom_body - 1;
         return;
     }
+    s->status = status;
+    s->content_type = content_type;
+    s->resp = body;
+    s->resp_len = len;
+}
+
+void http_respond_static(session_t *s, int status, const char *content_type, const char *body, size_t len) {
+    free(s->resp_owned);
+    s->resp_owned = NULL;
+    s->responding = true;
+    s->no_store = false;
     s->status = status;
     s->content_type = content_type;
     s->resp = body;
@@ -639,18 +650,38 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
                                        (int)strlen(value), p, end);
 }
 
+// Pages and assets: only our own origin may supply scripts, styles, fonts, images and connections
+// (the WebSocket included: 'self' covers ws: on the same host), nobody may frame us, and no
+// referrer beyond our origin leaves for another site (the checkout page).
+static const char page_csp[] =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
+static int write_page_headers(const session_t *s, struct lws *wsi, unsigned char **p, unsigned char *end) {
+    if (s->etag && add_header(wsi, "etag:", s->etag, p, end)) return -1;
+    if (s->cache_control && add_header(wsi, "cache-control:", s->cache_control, p, end)) return -1;
+    return add_header(wsi, "content-security-policy:", page_csp, p, end) ||
+                   add_header(wsi, "referrer-policy:", "strict-origin-when-cross-origin", p, end) ||
+                   add_header(wsi, "x-frame-options:", "DENY", p, end) ||
+                   add_header(wsi, "permissions-policy:", "camera=(), microphone=(), geolocation=(), payment=()", p,
+                              end)
+               ? -1
+               : 0;
+}
+
 static int write_headers(http_t *self, struct lws *wsi, session_t *s) {
     unsigned char buf[LWS_PRE + 2048];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    if (s->status == 204) {
-        // no Content-Type, no Content-Length (RFC 9110 §8.6)
-        if (lws_add_http_header_status(wsi, 204, &p, end)) return -1;
+    if (s->status == 204 || s->status == 304) {
+        // no Content-Type, no Content-Length (RFC 9110 §8.6, §15.4.5)
+        if (lws_add_http_header_status(wsi, (unsigned)s->status, &p, end)) return -1;
     } else if (lws_add_http_common_headers(wsi, (unsigned)s->status, s->content_type, s->resp_len, &p, end)) {
         return -1;
     }
     if (add_header(wsi, "x-content-type-options:", "nosniff", &p, end)) return -1;
     if (s->no_store && add_header(wsi, "cache-control:", "no-store", &p, end)) return -1;
     if (s->allow[0] && add_header(wsi, "allow:", s->allow, &p, end)) return -1;
+    if (s->static_headers && write_page_headers(s, wsi, &p, end) != 0) return -1;
     if (s->api) {
         if (add_header(wsi, "vary:", "Origin", &p, end)) return -1;
         if (s->cors_allowed && add_header(wsi, "access-control-allow-origin:", self->cors_origin, &p, end))
@@ -907,50 +938,36 @@ static void route_api_not_found(http_t *self, struct lws *wsi, session_t *s) {
     http_respond_error(s, 404, "not_found", "no such endpoint", NULL);
 }
 
-static const char builtin_404[] =
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found</title></head>\n"
-    "<body><h1>Page not found</h1><p>There is nothing at this address.</p>"
-    "<p><a href=\"/\">Go to the start page</a></p></body></html>\n";
-
-// Reads a whole regular file of at most max bytes. NULL when absent, unreadable or too large.
-static char *read_small_file(const char *path, size_t max, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return NULL;
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 && (size_t)st.st_size <= max) {
-        size_t size = (size_t)st.st_size, got = 0;
-        buf = malloc(size + 1);
-        while (buf && got < size) {
-            ssize_t r = read(fd, buf + got, size - got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        if (buf) {
-            buf[got] = '\0';
-            *len = got;
-        }
-    }
-    close(fd);
-    return buf;
-}
-
-// Web pages come in a later issue; until then every other path is the 404 page.
+// GET and HEAD of anything that is not an API route: a page or an asset from web_root, or the 404
+// page. A file whose ETag the client already holds is answered 304 without a body.
 static void route_page(http_t *self, struct lws *wsi, session_t *s) {
-    size_t len = 0;
-    char *page = NULL;
-    if (self->cfg->http_web_root && *self->cfg->http_web_root) {
-        char path[4096];
-        int n = snprintf(path, sizeof path, "%s/404.html", self->cfg->http_web_root);
-        if (n > 0 && (size_t)n < sizeof path) page = read_small_file(path, HTTP_PAGE_MAX, &len);
+    s->static_headers = true;
+    if (s->method != LWSHUMETH_GET && s->method != LWSHUMETH_HEAD) {
+        http_respond_method_not_allowed(s, METHOD_BIT(LWSHUMETH_GET));
+        return;
     }
-    if (!page) {
-        len = sizeof builtin_404 - 1;
-        page = malloc(len + 1);
-        if (page) memcpy(page, builtin_404, len + 1);
+    const web_file_t *f = web_files_find(self->web, s->path);
+    int status = 200;
+    if (!f) {
+        f = web_files_not_found(self->web);
+        status = 404;
+    } else if (f->page) {
+        s->label = "page";
+    } else {
+        s->label = "asset";
     }
-    http_respond(s, 404, "text/html; charset=utf-8", page, len, false);
+    s->etag = f->etag;
+    s->cache_control = f->cache_control;
+    if (status == 200) {
+        char *inm = header_dup(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, 1024);
+        bool fresh = web_etag_matches(inm, f->etag);
+        free(inm);
+        if (fresh) {
+            http_respond_static(s, 304, f->content_type, "", 0);
+            return;
+        }
+    }
+    http_respond_static(s, status, f->content_type, f->body, f->len);
 }
 
 // ---- lws protocol callbacks -----------------------------------------------------------------
@@ -1247,6 +1264,7 @@ static void http_destroy(http_t **self_p) {
     free(self->plans_body);
     bus_endpoint_destroy(&self->bus);
     cidr_list_destroy(&self->metrics_acl);
+    web_files_destroy(&self->web);
     free(self);
     *self_p = NULL;
 }
@@ -1286,6 +1304,7 @@ static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
         log_error(&self->log, "config_invalid", "key=http.metrics_from error=\"%s\"", err);
         goto fail;
     }
+    if (web_files_load(self->cfg->http_web_root, &self->log, &self->web) != 0) goto fail;
     self->bus = bus_endpoint_new(HTTP_ACTOR_NAME, (const char *[]){"", NULL});
     if (!self->bus) {
         log_error(&self->log, "bus_endpoint_failed", NULL);

@@ -119,6 +119,8 @@ typedef struct http_t {
     // WebSocket connections and their subscriptions (ws.c)
     struct ws_state *ws;
     int64_t ws_deadline_us;    // $TERM: how long to wait for WebSockets to close
+    // pages and assets from http.web_root (web_files.c)
+    struct web_files *web;
 } http_t;
 
 typedef struct route_t route_t;
@@ -161,6 +163,9 @@ typedef struct {
     int status;
     const char *content_type;
     char allow[64];
+    bool static_headers;       // a page or asset: ETag, Cache-Control, CSP and the other page headers
+    const char *etag;          // static responses: the file's (owned by the web_files set)
+    const char *cache_control;
     const char *resp;          // points into resp_owned, or at a static string
     char *resp_owned;
     size_t resp_len, resp_sent;
@@ -189,6 +194,8 @@ struct route_t {
 // Sets the response. Takes ownership of body (malloc'ed); a NULL body means an allocation failed:
 // the answer becomes 500.
 void http_respond(session_t *s, int status, const char *content_type, char *body, size_t len, bool no_store);
+// A body the session does not own and that outlives it (a page or asset held by the web_files set).
+void http_respond_static(session_t *s, int status, const char *content_type, const char *body, size_t len);
 // A JSON document given as text (copied), Content-Type application/json; charset=utf-8, no-store.
 void http_respond_json_text(session_t *s, int status, const char *json, size_t len);
 // The contract's error shape, built by api_error_json: {"error":{"code","field"?,"message"}}.

@@ -11,6 +11,8 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <dirent.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -431,6 +433,128 @@ static void test_unknown_page_is_html_404(void **state) {
     curl_easy_cleanup(h);
 }
 
+static void write_site_file(const char *root, const char *rel, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {   // parent folders
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs(text, file);
+    fclose(file);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+// The ETag header's value, quotes included, into out ("" when absent).
+static void etag_of_reply(const reply_t *r, char *out, size_t size) {
+    out[0] = '\0';
+    const char *e = strcasestr(r->headers, "\netag: ");
+    if (!e) return;
+    e += strlen("\netag: ");
+    size_t n = strcspn(e, "\r\n");
+    snprintf(out, size, "%.*s", (int)n, e);
+}
+
+static void test_pages_and_assets_from_web_root(void **state) {
+    fixture_t *f = *state;
+    char root[300];
+    snprintf(root, sizeof root, "%s/site", f->tmpdir);
+    mkdir(root, 0700);
+    write_site_file(root, "index.html", "<html>home</html>");
+    write_site_file(root, "waiting.html", "<html>waiting</html>");
+    write_site_file(root, "404.html", "<html>lost</html>");
+    write_site_file(root, "assets/css/site.css", "body{}");
+    write_site_file(root, "assets/fonts/a.woff2", "wOF2");
+    write_site_file(root, ".secret.js", "x");
+    write_site_file(root, "node_modules/x/index.js", "x");
+    write_site_file(root, "package.json", "{}");
+    write_site_file(root, "notes.md", "# not published");
+    f->cfg.http_web_root = root;
+    http_start_on(f, "127.0.0.1", NULL);
+    CURL *h = curl_easy_init();
+    reply_t r;
+
+    get(f, h, "/", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "<html>home</html>");
+    assert_true(has_header(&r, "Content-Type: text/html; charset=utf-8"));
+    assert_true(has_header(&r, "Cache-Control: no-cache"));
+    assert_true(has_header(&r, "Content-Security-Policy: default-src 'self'; script-src 'self'"));
+    assert_true(has_header(&r, "frame-ancestors 'none'"));
+    assert_true(has_header(&r, "X-Frame-Options: DENY"));
+    assert_true(has_header(&r, "Referrer-Policy: strict-origin-when-cross-origin"));
+    assert_true(has_header(&r, "X-Content-Type-Options: nosniff"));
+    char etag[64];
+    etag_of_reply(&r, etag, sizeof etag);
+    assert_int_equal(strlen(etag), 34);
+    reply_clear(&r);
+
+    // the same ETag again: 304 without a body; another: the page
+    char inm[96];
+    snprintf(inm, sizeof inm, "If-None-Match: W/\"nope\", %s", etag);
+    struct curl_slist *hdr = curl_slist_append(NULL, inm);
+    char url[256];
+    snprintf(url, sizeof url, "%s/", f->base);
+    request(h, NULL, url, NULL, 0, hdr, &r);
+    curl_slist_free_all(hdr);
+    assert_int_equal(r.status, 304);
+    assert_int_equal(r.len, 0);
+    assert_true(has_header(&r, etag));
+    reply_clear(&r);
+    hdr = curl_slist_append(NULL, "If-None-Match: \"0123\"");
+    request(h, NULL, url, NULL, 0, hdr, &r);
+    curl_slist_free_all(hdr);
+    assert_int_equal(r.status, 200);
+    reply_clear(&r);
+
+    get(f, h, "/waiting", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "<html>waiting</html>");
+    reply_clear(&r);
+    get(f, h, "/assets/css/site.css", &r);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "Content-Type: text/css; charset=utf-8"));
+    reply_clear(&r);
+    get(f, h, "/assets/fonts/a.woff2", &r);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "Content-Type: font/woff2"));
+    assert_true(has_header(&r, "Cache-Control: public, max-age=604800"));
+    reply_clear(&r);
+
+    // not published: page files by their own names, dot files, npm folders and manifests, unknown types
+    const char *hidden[] = {"/index.html", "/waiting.html", "/404.html", "/404", "/.secret.js",
+                            "/node_modules/x/index.js", "/package.json", "/notes.md", "/assets/css/", "/waiting/"};
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+        get(f, h, hidden[i], &r);
+        assert_int_equal(r.status, 404);
+        assert_string_equal(r.body, "<html>lost</html>");
+        assert_true(has_header(&r, "Content-Security-Policy:"));
+        reply_clear(&r);
+    }
+
+    // HEAD: the headers of GET, no body; POST: 405 with Allow
+    request(h, "HEAD", url, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, 0);
+    assert_true(has_header(&r, "Content-Length: 17"));
+    reply_clear(&r);
+    request(h, "POST", url, "x", 1, NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_true(has_header(&r, "Allow: GET, HEAD"));
+    reply_clear(&r);
+
+    curl_easy_cleanup(h);
+    zactor_destroy(&f->http);
+    f->cfg.http_web_root = NULL;
+    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void test_wrong_method_on_known_route_is_405(void **state) {
     fixture_t *f = *state;
     http_start_on(f, "127.0.0.1", NULL);
@@ -679,6 +803,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_metrics_over_ipv6_and_mapped_ipv4, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_api_path_is_json_404, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_page_is_html_404, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_and_assets_from_web_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_method_on_known_route_is_405, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_body_over_16k_is_413, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_serves_many_requests_on_one_connection, setup, teardown),
