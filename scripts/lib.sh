@@ -7,7 +7,7 @@ PG_BIN=${SWEETY_PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian packages the project needs to build, test and run its demo.
 SWEETY_PACKAGES=(build-essential cmake pkg-config git ca-certificates curl openssl
   libzmq3-dev libczmq-dev libpq-dev libcurl4-openssl-dev libmsgpack-dev libwebsockets-dev
-  libjansson-dev libssl-dev libcmocka-dev postgresql postgresql-contrib)
+  libjansson-dev libssl-dev libcmocka-dev postgresql postgresql-contrib chromium)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -16,6 +16,9 @@ sweety_install_deps() {
   for p in "${SWEETY_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Node.js and npm (the fonts of the pages, playwright-core for the browser tests): Debian's,
+  # unless the machine already has a node with npm (another package may provide both).
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -eq 0 ]; then
     log "all packages present"
     return 0
@@ -28,6 +31,18 @@ sweety_install_deps() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The pages' typefaces from npm (@fontsource, copied into web/assets/fonts by scripts/web-assets).
+sweety_web_assets() {
+  log "web assets (fonts from npm)"
+  "$SWEETY_ROOT/scripts/web-assets"
+}
+
+# playwright-core for the browser tests (it drives Debian's chromium; it downloads no browser).
+sweety_browser_deps() {
+  log "browser test dependencies (npm ci in tests/browser)"
+  (cd "$SWEETY_ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
 # sweety_build DIR [extra cmake args...]
