@@ -40,7 +40,9 @@ export async function openPage(browser, { viewport = DESKTOP_SIZE, colorScheme =
   const page = await context.newPage();
   page.requests = [];
   page.problems = [];
+  page.failures = [];   // "STATUS URL" of every answer ≥ 400
   page.on('request', (req) => page.requests.push(req.url()));
+  page.on('response', (res) => { if (res.status() >= 400) page.failures.push(`${res.status()} ${res.url()}`); });
   page.on('console', (msg) => { if (msg.type() === 'error') page.problems.push(`console: ${msg.text()}`); });
   page.on('pageerror', (err) => page.problems.push(`pageerror: ${err.message}`));
   page.setDefaultTimeout(20000);
