@@ -3,9 +3,10 @@
 // settles every call exactly once (what initiate-vapi-call, handle-vapi-webhook and handle_call_end
 // did in the earlier design).
 //
-// It alone decrypts account keys (AES-256-GCM under security.master_key), only for the request
-// that needs one, and wipes them afterwards. The customer's number is read from the database for
-// the request and never logged nor put on the bus.
+// It alone decrypts account keys (AES-256-GCM under security.master_key, or during a rotation
+// security.master_key_previous), only for the request that needs one, and wipes them afterwards.
+// The customer's number is read from the database for the request and never logged nor put on the
+// bus.
 //
 // Settling (storage/dispatch.h, dispatch_settle) is the one place capacity is released; it does
 // nothing for a call already settled, so any number of end messages, lookups and monitor
@@ -48,6 +49,8 @@ typedef struct {
     httpc_t *http;
     vapi_client_t *vapi;
     unsigned char master_key[CRYPTO_KEY_LEN];
+    unsigned char master_key_previous[CRYPTO_KEY_LEN];   // security.master_key_previous (rotation)
+    bool has_previous;
     char owner[64];   // this instance's name on the leases it takes over
 } dialer_t;
 
@@ -149,6 +152,14 @@ static int account_key(dialer_t *self, const char *account_id, char **key, size_
     unsigned char *plain = NULL;
     size_t n = 0;
     int rc = crypto_open(self->master_key, enc.sealed, enc.sealed_len, enc.nonce, &plain, &n);
+    // During a master key rotation, a key not yet re-encrypted (sweetyctl account rekey) opens
+    // with the previous master key. Nothing is ever sealed with it.
+    if (rc != 0 && self->has_previous) {
+        rc = crypto_open(self->master_key_previous, enc.sealed, enc.sealed_len, enc.nonce, &plain, &n);
+        if (rc == 0)
+            log_info(&self->ctx->log, "account_key_previous_master", "account=%s msg=\"run sweetyctl account rekey\"",
+                     account_id);
+    }
     account_key_clear(&enc);
     if (rc != 0) {
         log_error(&self->ctx->log, "account_key_unreadable", "account=%s", account_id);
@@ -452,6 +463,14 @@ static int dialer_create(actor_ctx_t *ctx, void **state) {
         free(self);
         return -1;
     }
+    if (ctx->cfg->security_master_key_previous) {
+        if (crypto_master_key_decode(ctx->cfg->security_master_key_previous, self->master_key_previous) != 0) {
+            OPENSSL_cleanse(self->master_key, sizeof self->master_key);
+            free(self);
+            return -1;
+        }
+        self->has_previous = true;
+    }
     self->http = httpc_new(ctx->loop, &ctx->log);
     vapi_config_t vc = {.api_base = ctx->cfg->vapi_api_base, .public_url = ctx->cfg->http_public_url,
                         .webhook_secret = ctx->cfg->vapi_webhook_secret};
@@ -459,6 +478,7 @@ static int dialer_create(actor_ctx_t *ctx, void **state) {
     if (!self->vapi) {
         httpc_destroy(&self->http);
         OPENSSL_cleanse(self->master_key, sizeof self->master_key);
+        OPENSSL_cleanse(self->master_key_previous, sizeof self->master_key_previous);
         free(self);
         return -1;
     }
@@ -472,6 +492,7 @@ static void dialer_destroy(actor_ctx_t *ctx, void **state) {
     vapi_client_destroy(&self->vapi);
     httpc_destroy(&self->http);   // dials in flight complete as lost answers: the lease lookup settles them
     OPENSSL_cleanse(self->master_key, sizeof self->master_key);
+    OPENSSL_cleanse(self->master_key_previous, sizeof self->master_key_previous);
     free(self);
     *state = NULL;
 }

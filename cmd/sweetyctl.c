@@ -395,6 +395,73 @@ static int cmd_account_add(ctl_t *ctl, int argc, char **argv) {
     return CTL_OK;
 }
 
+// The master keys of a rekey: every stored key must open with one of them.
+typedef struct {
+    unsigned char current[CRYPTO_KEY_LEN];
+    unsigned char previous[CRYPTO_KEY_LEN];
+    bool has_previous;
+} rekey_keys_t;
+
+// account_rekey_fn: a key that opens with the current master key stays as it is (so a second run
+// changes nothing); one that opens with the previous master key is sealed again with the current.
+static int rekey_one(void *arg, const char *account_id, const account_key_t *in, unsigned char **out,
+                     size_t *out_len, unsigned char nonce_out[CRYPTO_NONCE_LEN]) {
+    const rekey_keys_t *k = arg;
+    unsigned char *plain = NULL;
+    size_t plain_len = 0;
+    if (crypto_open(k->current, in->sealed, in->sealed_len, in->nonce, &plain, &plain_len) == 0) {
+        crypto_secret_free(plain, plain_len);
+        return 0;
+    }
+    if (!k->has_previous ||
+        crypto_open(k->previous, in->sealed, in->sealed_len, in->nonce, &plain, &plain_len) != 0)
+        return -1;
+    int rc = crypto_seal(k->current, plain, plain_len, out, out_len, nonce_out);
+    crypto_secret_free(plain, plain_len);
+    return rc == 0 ? 1 : -1;
+}
+
+// account rekey: every stored VAPI key re-encrypted under security.master_key, in one transaction.
+static int cmd_account_rekey(ctl_t *ctl, int argc, char **argv) {
+    if (argc != 1) return CTL_USAGE;
+    char err[CONFIG_ERR_MAX];
+    if (config_require(ctl->cfg, (const char *const[]){"security.master_key", NULL}, err, sizeof err) != 0) {
+        fprintf(stderr, "sweetyctl: configuration error: %s\n", err);
+        return CTL_FAIL;
+    }
+    rekey_keys_t keys = {0};
+    int rc = crypto_master_key_decode(ctl->cfg->security_master_key, keys.current);
+    if (rc == 0 && ctl->cfg->security_master_key_previous) {
+        rc = crypto_master_key_decode(ctl->cfg->security_master_key_previous, keys.previous);
+        keys.has_previous = true;
+    }
+    if (rc != 0) {
+        OPENSSL_cleanse(&keys, sizeof keys);
+        fprintf(stderr, "sweetyctl: security.master_key(_previous) is not base64 of 32 bytes\n");
+        return CTL_FAIL;
+    }
+    db_t *db = ctl_connect(ctl);
+    if (!db) {
+        OPENSSL_cleanse(&keys, sizeof keys);
+        return CTL_FAIL;
+    }
+    size_t changed = 0, total = 0;
+    char failed[STORE_UUID_LEN] = "";
+    rc = accounts_rekey(db, rekey_one, &keys, &changed, &total, failed);
+    OPENSSL_cleanse(&keys, sizeof keys);
+    db_destroy(&db);
+    if (rc == STORE_ERR_INVALID) {
+        fprintf(stderr,
+                "sweetyctl: account rekey: the key of account %s opens with neither security.master_key nor "
+                "security.master_key_previous; nothing was changed\n",
+                failed[0] ? failed : "-");
+        return CTL_FAIL;
+    }
+    if (rc != STORE_OK) return store_failure("account rekey", rc);
+    printf("accounts rekeyed: %zu of %zu (the others were already under security.master_key)\n", changed, total);
+    return CTL_OK;
+}
+
 static int cmd_account_list(ctl_t *ctl, int argc, char **argv) {
     bool json = take_json_flag(&argc, argv);
     if (argc != 1) return CTL_USAGE;
@@ -572,6 +639,7 @@ static const ctl_command_t commands[] = {
      cmd_account_add},
     {"account list", "account list [--json]", cmd_account_list},
     {"account disable", "account disable ID", cmd_account_disable},
+    {"account rekey", "account rekey", cmd_account_rekey},
     {"agent add", "agent add --account ID --plan KEY --max-concurrent N [--assistant-id ID] [--priority N]",
      cmd_agent_add},
     {"agent list", "agent list [--json]", cmd_agent_list},

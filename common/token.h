@@ -25,4 +25,13 @@ int token_issue(const char *secret, const char *booking_id, int64_t now, int64_t
 // TOKEN_IAT_SKEW_S ahead of now. Otherwise -1 and booking_id is left untouched.
 int token_verify(const char *secret, const char *token, int64_t now, char booking_id[37]);
 
+// The same against a NULL-terminated list of secrets: security.token_secret first, then, during a
+// rotation, security.token_secret_previous (empty entries skipped, at most TOKEN_SECRETS_MAX used).
+// The signature is computed and compared under every secret, whatever the others gave. *matched
+// (may be NULL) receives the index of the secret whose signature matched, -1 when none did; a
+// token may still be refused afterwards for its claims (expired ...), and then -1 is returned too.
+#define TOKEN_SECRETS_MAX 4
+int token_verify_any(const char *const *secrets, const char *token, int64_t now, char booking_id[37],
+                     int *matched);
+
 #endif

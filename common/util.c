@@ -58,8 +58,10 @@ void util_mask_phone(const char *phone, char *out, size_t size) {
         snprintf(out, size, "***");
         return;
     }
-    // keep the leading '+' and first digit (country hint) and the last 3 digits
-    for (size_t i = 0; i < len; i++) out[i] = (i < 2 || i >= len - 3) ? phone[i] : '*';
+    // keep the leading '+' and first digit (country hint) and the last 3 digits; only ASCII is
+    // kept, so a byte of a multi-byte character is never cut off from the rest (invalid UTF-8)
+    for (size_t i = 0; i < len; i++)
+        out[i] = (i < 2 || i >= len - 3) && (unsigned char)phone[i] < 0x80 ? phone[i] : '*';
     out[len] = '\0';
 }
 
@@ -70,7 +72,7 @@ void util_mask_email(const char *email, char *out, size_t size) {
         snprintf(out, size, "***");
         return;
     }
-    snprintf(out, size, "%c***%s", email[0], at);
+    snprintf(out, size, "%c***%s", (unsigned char)email[0] < 0x80 ? email[0] : '*', at);
 }
 
 int util_parse_int64(const char *text, int64_t min, int64_t max, int64_t *out) {

@@ -37,18 +37,24 @@ typedef struct {
     char *stripe_api_base;
     char *stripe_secret_key;      // secret
     char *stripe_webhook_secret;  // secret
+    char *stripe_webhook_secret_previous;   // secret: also accepted on webhooks during a rotation
     int64_t stripe_tolerance_s;
     // [cryptomus]
     char *cryptomus_api_base;
     char *cryptomus_merchant;
     char *cryptomus_payment_key;  // secret
+    char *cryptomus_payment_key_previous;   // secret: also accepted on webhooks during a rotation
     // [vapi]
     char *vapi_api_base;
     char *vapi_webhook_secret;       // secret
+    char *vapi_webhook_secret_previous;        // secret: also accepted during a rotation
     char *vapi_webhook_hmac_secret;  // secret
+    char *vapi_webhook_hmac_secret_previous;   // secret: also accepted during a rotation
     // [security]
     char *security_master_key;    // secret, base64 of 32 bytes (required by sweetyd)
+    char *security_master_key_previous;   // secret, base64 of 32 bytes: only ever decrypts (rotation)
     char *security_token_secret;  // secret (required by sweetyd)
+    char *security_token_secret_previous; // secret: tokens it signed verify until they expire (rotation)
     int64_t security_token_ttl_s;
     // [scheduler]
     int64_t scheduler_max_retries;

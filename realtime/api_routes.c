@@ -101,11 +101,12 @@ static void respond_no_booking(session_t *s) {
 }
 
 // The token must be ours, unexpired, and name exactly the booking in the path.
-static bool token_matches(const http_t *self, const session_t *s, const char *id, size_t id_len, char bid[37]) {
-    const char *secret = self->cfg->security_token_secret;
+static bool token_matches(http_t *self, const session_t *s, const char *id, size_t id_len, char bid[37]) {
     if (!s->bearer || id_len == 0 || id_len > TOKEN_BID_MAX) return false;
-    if (token_verify(secret ? secret : "", s->bearer, (int64_t)time(NULL), bid) != 0) return false;
-    return strlen(bid) == id_len && memcmp(bid, id, id_len) == 0;
+    if (http_token_verify(self, s->bearer, id, id_len) != 0) return false;
+    memcpy(bid, id, id_len);
+    bid[id_len] = '\0';
+    return true;
 }
 
 void route_booking_item(http_t *self, struct lws *wsi, session_t *s) {

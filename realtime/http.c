@@ -95,6 +95,10 @@ static const char *const webhook_outcomes[OUTCOME_COUNT] = {
     "applied", "duplicate", "ignored", "unknown_target", "bad_signature", "rate_limited",
     "invalid_payload", "unavailable"};
 static const char *const upstream_failures[UPSTREAM_COUNT] = {"send_failed", "table_full", "timeout"};
+static const char *const secret_keys[SECRET_COUNT] = {"stripe.webhook_secret", "cryptomus.payment_key",
+                                                      "vapi.webhook_secret", "vapi.webhook_hmac_secret",
+                                                      "security.token_secret"};
+static const char *const secret_which[2] = {"current", "previous"};
 
 // ---- routes ---------------------------------------------------------------------------------
 
@@ -252,6 +256,13 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
     for (size_t i = 0; i < UPSTREAM_COUNT; i++)
         fprintf(f, "sweety_http_upstream_failures_total{reason=\"%s\"} %" PRIu64 "\n", upstream_failures[i],
                 self->upstream_failures[i]);
+
+    prom_family(f, "sweety_secret_matches_total", "counter",
+                "Requests verified with the current or, during a rotation, the previous value of a secret.");
+    for (size_t k = 0; k < SECRET_COUNT; k++)
+        for (size_t w = 0; w < 2; w++)
+            fprintf(f, "sweety_secret_matches_total{key=\"%s\",which=\"%s\"} %" PRIu64 "\n", secret_keys[k],
+                    secret_which[w], self->secret_matches[k][w]);
 
     ws_metrics(self, f);
 
@@ -737,6 +748,24 @@ void http_count_webhook(http_t *self, webhook_provider_t provider, webhook_outco
     if ((unsigned)provider < PROVIDER_COUNT && (unsigned)outcome < OUTCOME_COUNT) self->webhooks[provider][outcome]++;
 }
 
+void http_count_secret(http_t *self, secret_use_t use, int matched) {
+    if ((unsigned)use >= SECRET_COUNT || matched < 0 || matched > 1) return;
+    self->secret_matches[use][matched]++;
+    if (matched == 1) log_debug(&self->log, "secret_previous_matched", "key=%s", secret_keys[use]);
+}
+
+int http_token_verify(http_t *self, const char *token, const char *id, size_t id_len) {
+    const config_t *cfg = self->cfg;
+    const char *const secrets[] = {cfg->security_token_secret ? cfg->security_token_secret : "",
+                                   cfg->security_token_secret_previous, NULL};
+    int matched = -1;
+    char bid[37];
+    if (!token || token_verify_any(secrets, token, (int64_t)time(NULL), bid, &matched) != 0) return -1;
+    if (strlen(bid) != id_len || memcmp(bid, id, id_len) != 0) return -1;   // another booking's token
+    http_count_secret(self, SECRET_TOKEN, matched);
+    return 0;
+}
+
 static bool kind_is_webhook(int kind, webhook_provider_t *provider) {
     if (kind < PENDING_WEBHOOK_BASE || kind >= PENDING_WEBHOOK_BASE + PROVIDER_COUNT) return false;
     *provider = (webhook_provider_t)(kind - PENDING_WEBHOOK_BASE);
@@ -1139,7 +1168,9 @@ static int bus_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 }
 
 static const struct lws_protocols protocols[] = {
-    {.name = "http", .callback = http_callback, .per_session_data_size = sizeof(session_t)},
+    // rx_buffer_size: each WebSocket keeps a receive buffer this big for its life (lws's default is
+    // 4096); a client frame (≤ WS_RX_MAX) larger than it arrives in pieces, which ws.c assembles.
+    {.name = "http", .callback = http_callback, .per_session_data_size = sizeof(session_t), .rx_buffer_size = 1024},
     {.name = BUS_PROTOCOL, .callback = bus_callback},
     {.name = NULL, .callback = NULL},
 };
@@ -1227,6 +1258,11 @@ static int http_listen(http_t *self) {
     info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | (ipv4_only ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
     info.keepalive_timeout = HTTP_KEEPALIVE_S;
     info.timeout_secs = HTTP_TIMEOUT_S;
+    // No lws validity timers (its default policy: a ping after 300 s idle, hang up at 310 s): ws.c
+    // pings on its own timer, and lws re-sorts a connection's validity timer into one list of every
+    // connection's on each frame received, which costs O(connections) a frame.
+    static const lws_retry_bo_t no_validity_timers = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
+    info.retry_and_idle_policy = &no_validity_timers;
     self->vhost = lws_create_vhost(self->ctx, &info);
     if (!self->vhost) {
         log_error(&self->log, "listen_failed", "host=%s port=%d", iface ? iface : "*", cfg->http_listen_port);

@@ -61,6 +61,18 @@ typedef enum {
     PENDING_WEBHOOK_BASE = 16,        // + webhook_provider_t
 } pending_kind_t;
 
+// Secrets that can have a previous value during a rotation; sweety_secret_matches_total{key,which}
+// counts which of the two a request was verified with, so an operator sees when the previous one is
+// no longer used and can be removed (docs/SECURITY.md).
+typedef enum {
+    SECRET_STRIPE_WEBHOOK,      // stripe.webhook_secret
+    SECRET_CRYPTOMUS_PAYMENT,   // cryptomus.payment_key (webhooks)
+    SECRET_VAPI_WEBHOOK,        // vapi.webhook_secret
+    SECRET_VAPI_HMAC,           // vapi.webhook_hmac_secret
+    SECRET_TOKEN,               // security.token_secret
+    SECRET_COUNT
+} secret_use_t;
+
 // Why a request could not be handed over (sweety_http_upstream_failures_total{reason}).
 typedef enum { UPSTREAM_SEND_FAILED, UPSTREAM_TABLE_FULL, UPSTREAM_TIMEOUT, UPSTREAM_COUNT } upstream_failure_t;
 
@@ -116,6 +128,7 @@ typedef struct http_t {
     size_t request_count;
     uint64_t webhooks[PROVIDER_COUNT][OUTCOME_COUNT];
     uint64_t upstream_failures[UPSTREAM_COUNT];
+    uint64_t secret_matches[SECRET_COUNT][2];   // [use][0 current, 1 previous]
     // WebSocket connections and their subscriptions (ws.c)
     struct ws_state *ws;
     int64_t ws_deadline_us;    // $TERM: how long to wait for WebSockets to close
@@ -216,6 +229,16 @@ bool http_forward(http_t *self, struct lws *wsi, session_t *s, bus_msg_t *msg, i
 bool http_rate_allow(http_t *self, ratelimit_t *rl, struct lws *wsi, int64_t limit_per_min);
 
 void http_count_webhook(http_t *self, webhook_provider_t provider, webhook_outcome_t outcome);
+
+// Counts a request verified with the current (matched 0) or the previous (1) value of a secret;
+// the previous one also gets a debug log line (naming the key, never the secret). Other values of
+// matched (no match) count nothing.
+void http_count_secret(http_t *self, secret_use_t use, int matched);
+
+// A status token for booking id[0..id_len), checked against security.token_secret and, during a
+// rotation, security.token_secret_previous (common/token.h); counted with http_count_secret.
+// 0 when it is valid and names exactly that booking, else -1.
+int http_token_verify(http_t *self, const char *token, const char *id, size_t id_len);
 
 int64_t http_monotonic_ms(void);
 

@@ -23,6 +23,10 @@
 // request that fails its secret or signature is 401 bad_secret (CONTRACT.md), counted
 // bad_signature like the others.
 //
+// Rotation: each provider's secret may have a `_previous` value (conf/sweetyd.conf); a request
+// signed with either is accepted, both are always checked (webhook_verify.h, *_any), and
+// sweety_secret_matches_total{key,which} tells which one it was.
+//
 // Runs on the HTTP actor's service thread (http_internal.h).
 #include <stdio.h>
 #include <string.h>
@@ -75,13 +79,15 @@ void route_webhook_stripe(http_t *self, struct lws *wsi, session_t *s) {
         return;
     }
     const char *body = s->body ? s->body : "";
-    const char *const secrets[] = {cfg->stripe_webhook_secret, NULL};
-    int rc = stripe_signature_verify(s->stripe_signature, body, s->body_len, secrets, (int64_t)time(NULL),
-                                     cfg->stripe_tolerance_s);
+    const char *const secrets[] = {cfg->stripe_webhook_secret, cfg->stripe_webhook_secret_previous, NULL};
+    int matched = -1;
+    int rc = stripe_signature_verify_any(s->stripe_signature, body, s->body_len, secrets, (int64_t)time(NULL),
+                                         cfg->stripe_tolerance_s, &matched);
     if (rc != WEBHOOK_OK) {
         bad_signature(self, s, PROVIDER_STRIPE, rc == WEBHOOK_STALE_TIMESTAMP);
         return;
     }
+    http_count_secret(self, SECRET_STRIPE_WEBHOOK, matched);
     stripe_event_t ev;
     api_error_t err;
     if (stripe_event_parse(body, s->body_len, &ev, &err) != 0) {
@@ -121,10 +127,13 @@ void route_webhook_cryptomus(http_t *self, struct lws *wsi, session_t *s) {
         return;
     }
     const char *body = s->body ? s->body : "";
-    if (cryptomus_signature_verify(body, s->body_len, cfg->cryptomus_payment_key) != WEBHOOK_OK) {
+    const char *const keys[] = {cfg->cryptomus_payment_key, cfg->cryptomus_payment_key_previous, NULL};
+    int matched = -1;
+    if (cryptomus_signature_verify_any(body, s->body_len, keys, &matched) != WEBHOOK_OK) {
         bad_signature(self, s, PROVIDER_CRYPTOMUS, false);
         return;
     }
+    http_count_secret(self, SECRET_CRYPTOMUS_PAYMENT, matched);
     cryptomus_event_t ev;
     api_error_t err;
     if (cryptomus_event_parse(body, s->body_len, &ev, &err) != 0) {
@@ -183,18 +192,26 @@ void route_webhook_vapi(http_t *self, struct lws *wsi, session_t *s) {
         return;
     }
     const char *body = s->body ? s->body : "";
-    if (vapi_secret_verify(s->vapi_secret, cfg->vapi_webhook_secret) != WEBHOOK_OK) {
+    const char *const secrets[] = {cfg->vapi_webhook_secret, cfg->vapi_webhook_secret_previous, NULL};
+    int matched = -1, hmac_matched = -1;
+    if (vapi_secret_verify_any(s->vapi_secret, secrets, &matched) != WEBHOOK_OK) {
         vapi_unauthorized(self, s, false);
         return;
     }
+    // The HMAC credential is required only while its current secret is set; its previous one alone
+    // does not turn the check on.
     if (cfg->vapi_webhook_hmac_secret && *cfg->vapi_webhook_hmac_secret) {
-        int rc = vapi_hmac_verify(s->vapi_signature, s->vapi_timestamp, body, s->body_len,
-                                  cfg->vapi_webhook_hmac_secret, (int64_t)time(NULL));
+        const char *const hmac_secrets[] = {cfg->vapi_webhook_hmac_secret, cfg->vapi_webhook_hmac_secret_previous,
+                                            NULL};
+        int rc = vapi_hmac_verify_any(s->vapi_signature, s->vapi_timestamp, body, s->body_len, hmac_secrets,
+                                      (int64_t)time(NULL), &hmac_matched);
         if (rc != WEBHOOK_OK) {
             vapi_unauthorized(self, s, rc == WEBHOOK_STALE_TIMESTAMP);
             return;
         }
     }
+    http_count_secret(self, SECRET_VAPI_WEBHOOK, matched);
+    http_count_secret(self, SECRET_VAPI_HMAC, hmac_matched);
     vapi_event_t ev;
     api_error_t err;
     if (vapi_event_parse(body, s->body_len, &ev, &err) != 0) {

@@ -5,7 +5,7 @@
 // has to rebuild the signed text. Choices where providers.md leaves room:
 // - Stripe: a header with two "t" items is refused (stripe-node keeps the last; Stripe never sends
 //   two); "t" must be plain decimal digits; a v1 value must be the lowercase hex digest, as
-//   stripe-node compares strings; at most STRIPE_MAX_SECRETS secrets are tried.
+//   stripe-node compares strings; at most WEBHOOK_SECRETS_MAX secrets are tried.
 // - Cryptomus: the raw cut is tried first and, if the body ends with the sign member, is final: a
 //   body whose text is not what Cryptomus signed (e.g. "/" not escaped) fails even though a PHP
 //   re-encoding of it would match. Only a body whose "sign" is not the last member is rebuilt.
@@ -13,10 +13,15 @@
 //   (PHP does under JSON_UNESCAPED_UNICODE) and writes an empty object as [] (PHP's empty array);
 //   reals are written by jansson (17 significant digits), which can differ from PHP — Cryptomus
 //   sends amounts as strings.
+// - Rotation (the *_any functions): every configured secret is checked on every request and the
+//   results are combined without an early exit, so the time taken does not depend on which secret
+//   matched. The X-Vapi-Secret header is compared as SHA-256 digests, so not even the configured
+//   secret's length shows in the time taken.
 #include "realtime/webhook_verify.h"
 
 #include <jansson.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,8 +30,6 @@
 
 #include "common/util.h"
 #include "realtime/api_error.h"
-
-#define STRIPE_MAX_SECRETS 8
 
 static const char hexdigits[] = "0123456789abcdef";
 
@@ -100,6 +103,12 @@ static bool key_is(const kv_t *kv, const char *k) {
 
 int stripe_signature_verify(const char *header, const void *body, size_t len,
                             const char *const *secrets, int64_t now, int64_t tolerance_s) {
+    return stripe_signature_verify_any(header, body, len, secrets, now, tolerance_s, NULL);
+}
+
+int stripe_signature_verify_any(const char *header, const void *body, size_t len, const char *const *secrets,
+                                int64_t now, int64_t tolerance_s, int *matched) {
+    if (matched) *matched = -1;
     if (!header || (!body && len) || !secrets || len > WEBHOOK_BODY_MAX) return WEBHOOK_BAD_SIGNATURE;
     size_t hlen = strnlen(header, WEBHOOK_HEADER_MAX + 1);
     if (hlen > WEBHOOK_HEADER_MAX) return WEBHOOK_BAD_SIGNATURE;
@@ -119,22 +128,27 @@ int stripe_signature_verify(const char *header, const void *body, size_t len,
     // the signed payload starts with t as a decimal number, as stripe-node formats it
     char tbuf[24];
     int tl = snprintf(tbuf, sizeof tbuf, "%lld.", (long long)t);
-    char expect[STRIPE_MAX_SECRETS][65];
+    char expect[WEBHOOK_SECRETS_MAX][65];
+    int which[WEBHOOK_SECRETS_MAX];
     size_t nexp = 0;
-    for (size_t i = 0; secrets[i] && nexp < STRIPE_MAX_SECRETS; i++) {
+    for (size_t i = 0; secrets[i] && i < WEBHOOK_SECRETS_MAX; i++) {
         if (!secrets[i][0]) continue;
         if (hmac_hex3(secrets[i], tbuf, (size_t)tl, body ? body : "", len, NULL, 0, expect[nexp]) != 0)
             return WEBHOOK_BAD_SIGNATURE;
-        nexp++;
+        which[nexp++] = (int)i;
     }
-    bool match = false;
+    int found = -1;
     pos = 0;
     while (next_item(header, hlen, &pos, &kv)) {
         if (!key_is(&kv, "v1")) continue;
-        for (size_t i = 0; i < nexp; i++)
-            if (util_consttime_equal(expect[i], 64, kv.val, kv.vlen)) match = true;
+        for (size_t i = 0; i < nexp; i++) {
+            bool eq = util_consttime_equal(expect[i], 64, kv.val, kv.vlen);
+            if (eq && found < 0) found = which[i];
+        }
     }
-    if (!match) return WEBHOOK_BAD_SIGNATURE;
+    OPENSSL_cleanse(expect, sizeof expect);
+    if (found < 0) return WEBHOOK_BAD_SIGNATURE;
+    if (matched) *matched = found;
     if (tolerance_s > 0 && (now - t > tolerance_s || t - now > tolerance_s))
         return WEBHOOK_STALE_TIMESTAMP;
     return WEBHOOK_OK;
@@ -262,53 +276,102 @@ static char *php_fixup(const char *in) {
 }
 
 int cryptomus_signature_verify(const void *body, size_t len, const char *payment_key) {
-    if (!body || !payment_key || !payment_key[0] || len > WEBHOOK_BODY_MAX) return WEBHOOK_BAD_SIGNATURE;
+    const char *const keys[] = {payment_key, NULL};
+    return cryptomus_signature_verify_any(body, len, keys, NULL);
+}
+
+int cryptomus_signature_verify_any(const void *body, size_t len, const char *const *payment_keys, int *matched) {
+    if (matched) *matched = -1;
+    if (!body || !payment_keys || len > WEBHOOK_BODY_MAX) return WEBHOOK_BAD_SIGNATURE;
+    size_t nkeys = 0;
+    for (size_t i = 0; payment_keys[i] && i < WEBHOOK_SECRETS_MAX; i++) nkeys += payment_keys[i][0] != '\0';
+    if (nkeys == 0) return WEBHOOK_BAD_SIGNATURE;
     json_t *root = api_json_loadb(body, len, JSON_REJECT_DUPLICATES);
     json_t *sign = json_object_get(root, "sign");
-    int rc = WEBHOOK_BAD_SIGNATURE;
-    char given[33], hex[33];
+    int found = -1;
+    char given[33];
+    char *php = NULL;   // the PHP re-encoding of the body without "sign", when it is not the last member
     if (!json_is_object(root) || !json_is_string(sign) || json_string_length(sign) != 32) goto done;
     memcpy(given, json_string_value(sign), 33);
 
     size_t cut = raw_sign_cut(body, len);
     if (cut > 0) {
         if (memcmp((const char *)body + cut + 9, given, 32) != 0) goto done;
-        b64md5_t s;
-        b64md5_begin(&s);
-        b64md5_feed(&s, body, cut);
-        b64md5_feed(&s, "}", 1);
-        b64md5_end(&s, payment_key, hex);
     } else {
         json_object_del(root, "sign");
         char *text = json_object_size(root) == 0
                          ? strdup("[]")
                          : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ESCAPE_SLASH);
-        char *php = text ? php_fixup(text) : NULL;
+        php = text ? php_fixup(text) : NULL;
         free(text);
         if (!php) goto done;
-        cryptomus_sign(php, strlen(php), payment_key, hex);
-        free(php);
     }
-    if (hex[0] && util_consttime_equal(hex, 32, given, 32)) rc = WEBHOOK_OK;
+    for (size_t i = 0; payment_keys[i] && i < WEBHOOK_SECRETS_MAX; i++) {
+        if (!payment_keys[i][0]) continue;
+        char hex[33];
+        if (cut > 0) {
+            b64md5_t s;
+            b64md5_begin(&s);
+            b64md5_feed(&s, body, cut);
+            b64md5_feed(&s, "}", 1);
+            b64md5_end(&s, payment_keys[i], hex);
+        } else {
+            cryptomus_sign(php, strlen(php), payment_keys[i], hex);
+        }
+        bool eq = hex[0] && util_consttime_equal(hex, 32, given, 32);
+        if (eq && found < 0) found = (int)i;
+    }
 done:
+    free(php);
     json_decref(root);
-    return rc;
+    if (found < 0) return WEBHOOK_BAD_SIGNATURE;
+    if (matched) *matched = found;
+    return WEBHOOK_OK;
 }
 
 // ------------------------------------------------------------------------------------------ VAPI
 
+static int sha256(const void *data, size_t len, unsigned char md[32]) {
+    unsigned int n = 0;
+    return EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
+}
+
 int vapi_secret_verify(const char *header_value, const char *secret) {
-    if (!header_value || !secret || !secret[0]) return WEBHOOK_BAD_SIGNATURE;
+    const char *const secrets[] = {secret, NULL};
+    return vapi_secret_verify_any(header_value, secrets, NULL);
+}
+
+int vapi_secret_verify_any(const char *header_value, const char *const *secrets, int *matched) {
+    if (matched) *matched = -1;
+    if (!header_value || !secrets) return WEBHOOK_BAD_SIGNATURE;
     size_t hl = strnlen(header_value, WEBHOOK_HEADER_MAX + 1);
-    size_t sl = strnlen(secret, WEBHOOK_HEADER_MAX + 1);
     if (hl > WEBHOOK_HEADER_MAX) return WEBHOOK_BAD_SIGNATURE;
-    return util_consttime_equal(header_value, hl, secret, sl) ? WEBHOOK_OK : WEBHOOK_BAD_SIGNATURE;
+    unsigned char given[32];
+    if (sha256(header_value, hl, given) != 0) return WEBHOOK_BAD_SIGNATURE;
+    int found = -1;
+    for (size_t i = 0; secrets[i] && i < WEBHOOK_SECRETS_MAX; i++) {
+        if (!secrets[i][0]) continue;
+        unsigned char want[32];
+        if (sha256(secrets[i], strnlen(secrets[i], WEBHOOK_HEADER_MAX + 1), want) != 0) continue;
+        bool eq = CRYPTO_memcmp(given, want, sizeof want) == 0;
+        OPENSSL_cleanse(want, sizeof want);
+        if (eq && found < 0) found = (int)i;
+    }
+    if (found < 0) return WEBHOOK_BAD_SIGNATURE;
+    if (matched) *matched = found;
+    return WEBHOOK_OK;
 }
 
 int vapi_hmac_verify(const char *signature_hex, const char *timestamp, const void *body, size_t len,
                      const char *secret, int64_t now_s) {
-    if (!signature_hex || !timestamp || (!body && len) || !secret || !secret[0] ||
-        len > WEBHOOK_BODY_MAX)
+    const char *const secrets[] = {secret, NULL};
+    return vapi_hmac_verify_any(signature_hex, timestamp, body, len, secrets, now_s, NULL);
+}
+
+int vapi_hmac_verify_any(const char *signature_hex, const char *timestamp, const void *body, size_t len,
+                         const char *const *secrets, int64_t now_s, int *matched) {
+    if (matched) *matched = -1;
+    if (!signature_hex || !timestamp || (!body && len) || !secrets || len > WEBHOOK_BODY_MAX)
         return WEBHOOK_BAD_SIGNATURE;
     if (strncmp(signature_hex, "sha256=", 7) == 0) signature_hex += 7;
     if (strnlen(signature_hex, 65) != 64) return WEBHOOK_BAD_SIGNATURE;
@@ -321,10 +384,17 @@ int vapi_hmac_verify(const char *signature_hex, const char *timestamp, const voi
     size_t tlen = strnlen(timestamp, 19);
     int64_t ts;
     if (!parse_decimal(timestamp, tlen, &ts)) return WEBHOOK_BAD_SIGNATURE;
-    char expect[65];
-    if (hmac_hex3(secret, timestamp, tlen, ".", 1, body ? body : "", len, expect) != 0)
-        return WEBHOOK_BAD_SIGNATURE;
-    if (!util_consttime_equal(expect, 64, given, 64)) return WEBHOOK_BAD_SIGNATURE;
+    int found = -1;
+    for (size_t i = 0; secrets[i] && i < WEBHOOK_SECRETS_MAX; i++) {
+        if (!secrets[i][0]) continue;
+        char expect[65];
+        if (hmac_hex3(secrets[i], timestamp, tlen, ".", 1, body ? body : "", len, expect) != 0) continue;
+        bool eq = util_consttime_equal(expect, 64, given, 64);
+        OPENSSL_cleanse(expect, sizeof expect);
+        if (eq && found < 0) found = (int)i;
+    }
+    if (found < 0) return WEBHOOK_BAD_SIGNATURE;
+    if (matched) *matched = found;
     if (ts > 100000000000LL) ts /= 1000;   // milliseconds
     if (now_s - ts > VAPI_HMAC_TOLERANCE_S || ts - now_s > VAPI_HMAC_TOLERANCE_S)
         return WEBHOOK_STALE_TIMESTAMP;

@@ -37,8 +37,9 @@ int cryptomus_signature_verify(const void *body, size_t len, const char *payment
 // hex is "" if OpenSSL fails.
 void cryptomus_sign(const void *body, size_t len, const char *key, char hex[33]);
 
-// X-Vapi-Secret against vapi.webhook_secret, constant time. WEBHOOK_OK or WEBHOOK_BAD_SIGNATURE
-// (also for a NULL value or an empty/NULL secret).
+// X-Vapi-Secret against vapi.webhook_secret, constant time (neither the secret's content nor its
+// length shows in the time taken). WEBHOOK_OK or WEBHOOK_BAD_SIGNATURE (also for a NULL value or an
+// empty/NULL secret).
 int vapi_secret_verify(const char *header_value, const char *secret);
 
 // VAPI HMAC credential (defaults): x-signature = hex HMAC-SHA256(secret, "<x-timestamp>.<body>"),
@@ -49,5 +50,22 @@ int vapi_hmac_verify(const char *signature_hex, const char *timestamp, const voi
                      const char *secret, int64_t now_s);
 
 #define VAPI_HMAC_TOLERANCE_S 300
+
+// ---- several secrets: key rotation ------------------------------------------------------------
+// The checks above against a NULL-terminated list of secrets: the current one first, then (during
+// a rotation) the previous one; empty entries are skipped, at most WEBHOOK_SECRETS_MAX are used.
+// Every secret is always checked, whatever the others gave, so the time taken does not tell which
+// one matched (or how far a guess got). *matched (may be NULL) receives the index in the list of
+// the secret that matched (also when the answer is WEBHOOK_STALE_TIMESTAMP), -1 when none did
+// (also on any refusal before the comparison).
+#define WEBHOOK_SECRETS_MAX 8
+
+int stripe_signature_verify_any(const char *header, const void *body, size_t len, const char *const *secrets,
+                                int64_t now, int64_t tolerance_s, int *matched);
+int cryptomus_signature_verify_any(const void *body, size_t len, const char *const *payment_keys, int *matched);
+// Constant time in the secrets' contents and lengths: both sides are hashed (SHA-256) first.
+int vapi_secret_verify_any(const char *header_value, const char *const *secrets, int *matched);
+int vapi_hmac_verify_any(const char *signature_hex, const char *timestamp, const void *body, size_t len,
+                         const char *const *secrets, int64_t now_s, int *matched);
 
 #endif

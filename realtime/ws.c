@@ -37,6 +37,7 @@
 #include "common/token.h"
 #include "common/util.h"
 #include "realtime/http_internal.h"
+#include "realtime/ws_frame.h"
 
 #define WS_PATH "/ws"
 #define WS_SUBS_MAX 16
@@ -298,7 +299,16 @@ static ws_sub_t *sub_find(ws_conn_t *c, const char *booking_id) {
     return NULL;
 }
 
-static void on_message(http_t *self, ws_conn_t *c, const char *text, size_t len) {
+// See ws_frame.h: the parsing and the token check of a client message, without the connection.
+int ws_parse_client_frame(const char *text, size_t len, const char *secret, int64_t now_s,
+                          ws_subscribe_t *out) {
+    const char *const secrets[] = {secret ? secret : "", NULL};
+    return ws_parse_client_frame_any(text, len, secrets, now_s, out, NULL);
+}
+
+int ws_parse_client_frame_any(const char *text, size_t len, const char *const *secrets, int64_t now_s,
+                              ws_subscribe_t *out, int *matched) {
+    if (matched) *matched = -1;
     json_t *j = api_json_loadb(text, len, JSON_REJECT_DUPLICATES);
     const char *type = json_string_value(json_object_get(j, "type"));
     json_t *bid = json_object_get(j, "booking_id");
@@ -310,24 +320,44 @@ static void on_message(http_t *self, ws_conn_t *c, const char *text, size_t len)
                                                  json_integer_value(after) < INT32_MAX));
     if (!ok) {
         json_decref(j);
+        return WS_FRAME_BAD_REQUEST;
+    }
+    ws_subscribe_t r;
+    snprintf(r.booking_id, sizeof r.booking_id, "%s", json_string_value(bid));
+    r.after_seq = json_is_integer(after) ? json_integer_value(after) : 0;
+    char token_bid[37];
+    bool authorized = json_string_length(tok) <= TOKEN_MAX_LEN &&
+                      token_verify_any(secrets, json_string_value(tok), now_s, token_bid, matched) == 0 &&
+                      strcmp(token_bid, r.booking_id) == 0;
+    json_decref(j);
+    if (!authorized) {
+        if (matched) *matched = -1;   // a good token for another booking
+        return WS_FRAME_UNAUTHORIZED;
+    }
+    *out = r;
+    return WS_FRAME_SUBSCRIBE;
+}
+
+static void on_message(http_t *self, ws_conn_t *c, const char *text, size_t len) {
+    ws_subscribe_t req;
+    // security.token_secret_previous: tokens signed before a rotation still subscribe until they expire
+    const char *current = self->cfg->security_token_secret;
+    const char *const secrets[] = {current ? current : "", self->cfg->security_token_secret_previous, NULL};
+    int matched = -1;
+    int rc = ws_parse_client_frame_any(text, len, secrets, (int64_t)time(NULL), &req, &matched);
+    if (rc == WS_FRAME_SUBSCRIBE) http_count_secret(self, SECRET_TOKEN, matched);
+    if (rc == WS_FRAME_BAD_REQUEST) {
         send_error(self, c, "bad_request");
         conn_close(c, 4400, CLOSE_BAD_REQUEST);
         return;
     }
-    char booking_id[TOKEN_BID_MAX + 1];
-    snprintf(booking_id, sizeof booking_id, "%s", json_string_value(bid));
-    int64_t after_seq = json_is_integer(after) ? json_integer_value(after) : 0;
-    const char *secret = self->cfg->security_token_secret;
-    char token_bid[37];
-    bool authorized = json_string_length(tok) <= TOKEN_MAX_LEN &&
-                      token_verify(secret ? secret : "", json_string_value(tok), (int64_t)time(NULL), token_bid) == 0 &&
-                      strcmp(token_bid, booking_id) == 0;
-    json_decref(j);
-    if (!authorized) {
+    if (rc != WS_FRAME_SUBSCRIBE) {
         send_error(self, c, "unauthorized");
         conn_close(c, 4401, CLOSE_UNAUTHORIZED);
         return;
     }
+    const char *booking_id = req.booking_id;
+    int64_t after_seq = req.after_seq;
     ws_sub_t *sub = sub_find(c, booking_id);
     if (!sub) {
         if (c->nsubs >= WS_SUBS_MAX) {
@@ -439,7 +469,10 @@ int ws_writeable(http_t *self, struct lws *wsi, session_t *s) {
         c->ping_due = false;
         c->ping_outstanding = true;
         c->ping_sent_ms = http_monotonic_ms();
-        if (lws_write(wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0) return -1;
+        // lws 4.1 never reports a pong with an empty payload (no LWS_CALLBACK_RECEIVE_PONG), so
+        // the ping carries one byte, which the client's pong echoes back.
+        buf[LWS_PRE] = 'p';
+        if (lws_write(wsi, buf + LWS_PRE, 1, LWS_WRITE_PING) < 0) return -1;
         if (c->head || c->close_code) lws_callback_on_writable(wsi);
         return 0;
     }

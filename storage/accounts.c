@@ -160,6 +160,80 @@ int accounts_get_key(db_t *db, const char *account_id, account_key_t *out) {
     return rc;
 }
 
+// One row of the rekey scan: write back what fn gave, if anything. STORE_OK or an error.
+static int rekey_row(db_t *db, account_rekey_fn fn, void *arg, const char *id, const char *enc_hex,
+                     const char *nonce_hex, bool *changed) {
+    unsigned char *e = NULL, *iv = NULL;
+    size_t elen = 0, ivlen = 0;
+    if (unhex(enc_hex, &e, &elen) != 0 || unhex(nonce_hex, &iv, &ivlen) != 0 || ivlen != CRYPTO_NONCE_LEN) {
+        free(e);
+        free(iv);
+        return STORE_ERR_INVALID;
+    }
+    account_key_t in = {.sealed = e, .sealed_len = elen};
+    memcpy(in.nonce, iv, CRYPTO_NONCE_LEN);
+    free(iv);
+    unsigned char *out = NULL, nonce[CRYPTO_NONCE_LEN];
+    size_t out_len = 0;
+    int r = fn(arg, id, &in, &out, &out_len, nonce);
+    account_key_clear(&in);
+    if (r < 0) return STORE_ERR_INVALID;
+    *changed = r > 0;
+    if (r == 0) return STORE_OK;
+    if (!out || out_len == 0 || out_len > ACCOUNT_KEY_ENC_MAX) {
+        free(out);
+        return STORE_ERR_INVALID;
+    }
+    char *enc = bytea_hex(out, out_len);
+    char *ivh = bytea_hex(nonce, CRYPTO_NONCE_LEN);
+    free(out);
+    int rc = STORE_ERR_DB;
+    if (enc && ivh) {
+        const char *params[] = {id, enc, ivh};
+        PGresult *res = db_exec_prepared(db, "accounts_rekey_set",
+                                         "UPDATE vapi_accounts SET api_key_enc = $2::bytea, api_key_nonce = $3::bytea"
+                                         " WHERE id = $1::uuid",
+                                         3, params, NULL);
+        if (res) rc = STORE_OK;
+        PQclear(res);
+    }
+    free(enc);
+    free(ivh);
+    return rc;
+}
+
+int accounts_rekey(db_t *db, account_rekey_fn fn, void *arg, size_t *changed, size_t *total,
+                   char failed_id[STORE_UUID_LEN]) {
+    assert(db && fn && changed && total && failed_id);
+    if (db_begin(db) != 0) return STORE_ERR_DB;
+    PGresult *res = db_exec_prepared(db, "accounts_rekey_scan",
+                                     "SELECT id, encode(api_key_enc, 'hex'), encode(api_key_nonce, 'hex')"
+                                     " FROM vapi_accounts ORDER BY id FOR UPDATE",
+                                     0, NULL, NULL);
+    if (!res) {
+        db_rollback(db);
+        return STORE_ERR_DB;
+    }
+    int rc = STORE_OK;
+    size_t n = (size_t)PQntuples(res), done = 0;
+    for (size_t i = 0; i < n && rc == STORE_OK; i++) {
+        bool replaced = false;
+        rc = rekey_row(db, fn, arg, PQgetvalue(res, (int)i, 0), PQgetvalue(res, (int)i, 1),
+                       PQgetvalue(res, (int)i, 2), &replaced);
+        if (rc == STORE_ERR_INVALID) store_copy(failed_id, STORE_UUID_LEN, res, (int)i, 0);
+        done += replaced;
+    }
+    PQclear(res);
+    if (rc != STORE_OK) {
+        db_rollback(db);
+        return rc;
+    }
+    if (db_commit(db) != 0) return STORE_ERR_DB;
+    *changed = done;
+    *total = n;
+    return STORE_OK;
+}
+
 int accounts_hold(db_t *db, const char *account_id, int seconds) {
     assert(db);
     if (!store_is_uuid(account_id)) return STORE_ERR_NOT_FOUND;

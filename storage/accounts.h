@@ -72,6 +72,19 @@ void account_key_clear(account_key_t *key);
 // nonce that is not CRYPTO_NONCE_LEN bytes).
 int accounts_get_key(db_t *db, const char *account_id, account_key_t *out);
 
+// What accounts_rekey asks of its caller for each account's sealed key: 0 to leave it as it is,
+// 1 to replace it (*out, malloc'ed, of *out_len bytes, and nonce_out: crypto_seal's output), or
+// -1 when it cannot (then nothing at all is changed). Plaintext never reaches storage/.
+typedef int (*account_rekey_fn)(void *arg, const char *account_id, const account_key_t *sealed, unsigned char **out,
+                                size_t *out_len, unsigned char nonce_out[CRYPTO_NONCE_LEN]);
+
+// Re-encrypts stored keys (sweetyctl account rekey): in one transaction, every account's row is
+// locked (FOR UPDATE, in id order) and handed to fn, and the keys it replaces are written back.
+// STORE_OK with *changed (keys replaced) and *total (accounts); STORE_ERR_INVALID when fn failed
+// for an account (its id in failed_id; everything rolled back); STORE_ERR_DB.
+int accounts_rekey(db_t *db, account_rekey_fn fn, void *arg, size_t *changed, size_t *total,
+                   char failed_id[STORE_UUID_LEN]);
+
 // Holds the account back (VAPI over-concurrency, account-side start errors): no call is assigned
 // to it until now() + seconds. An existing longer hold is kept. seconds > 0.
 // STORE_OK; STORE_ERR_NOT_FOUND; STORE_ERR_INVALID (seconds <= 0); STORE_ERR_DB.

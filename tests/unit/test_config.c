@@ -27,6 +27,7 @@ extern char **environ;
 #define MASTER_KEY_OK "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="   // bytes 0..31
 #define MASTER_KEY_16 "AAECAwQFBgcICQoLDA0ODw=="                       // 16 bytes
 #define MASTER_KEY_33 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g"   // 33 bytes
+#define MASTER_KEY_OTHER "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="   // bytes 32..63
 
 typedef struct {
     char dir[PATH_MAX];
@@ -158,6 +159,12 @@ static void assert_defaults(const config_t *c) {
     assert_null(c->vapi_webhook_hmac_secret);
     assert_null(c->security_master_key);
     assert_null(c->security_token_secret);
+    assert_null(c->stripe_webhook_secret_previous);
+    assert_null(c->cryptomus_payment_key_previous);
+    assert_null(c->vapi_webhook_secret_previous);
+    assert_null(c->vapi_webhook_hmac_secret_previous);
+    assert_null(c->security_master_key_previous);
+    assert_null(c->security_token_secret_previous);
     assert_int_equal(c->security_token_ttl_s, 604800);
     assert_int_equal(c->scheduler_max_retries, 3);
     assert_int_equal(c->scheduler_grace_s, 15);
@@ -289,15 +296,21 @@ static void test_every_key_has_an_environment_override(void **state) {
         {"SWEETY_STRIPE_API_BASE", "http://127.0.0.1:12111"},
         {"SWEETY_STRIPE_SECRET_KEY", "sk_test_1"},
         {"SWEETY_STRIPE_WEBHOOK_SECRET", "whsec_1"},
+        {"SWEETY_STRIPE_WEBHOOK_SECRET_PREVIOUS", "whsec_0"},
         {"SWEETY_STRIPE_TOLERANCE_S", "0"},
         {"SWEETY_CRYPTOMUS_API_BASE", "http://localhost:1"},
         {"SWEETY_CRYPTOMUS_MERCHANT", "merchant-1"},
         {"SWEETY_CRYPTOMUS_PAYMENT_KEY", "pay-1"},
+        {"SWEETY_CRYPTOMUS_PAYMENT_KEY_PREVIOUS", "pay-0"},
         {"SWEETY_VAPI_API_BASE", "http://[::1]:8/v"},
         {"SWEETY_VAPI_WEBHOOK_SECRET", "vs-1"},
+        {"SWEETY_VAPI_WEBHOOK_SECRET_PREVIOUS", "vs-0"},
         {"SWEETY_VAPI_WEBHOOK_HMAC_SECRET", "vh-1"},
+        {"SWEETY_VAPI_WEBHOOK_HMAC_SECRET_PREVIOUS", "vh-0"},
         {"SWEETY_SECURITY_MASTER_KEY", MASTER_KEY_OK},
+        {"SWEETY_SECURITY_MASTER_KEY_PREVIOUS", MASTER_KEY_OTHER},
         {"SWEETY_SECURITY_TOKEN_SECRET", "ts-1"},
+        {"SWEETY_SECURITY_TOKEN_SECRET_PREVIOUS", "ts-0"},
         {"SWEETY_SECURITY_TOKEN_TTL_S", "60"},
         {"SWEETY_SCHEDULER_MAX_RETRIES", "100"},
         {"SWEETY_SCHEDULER_GRACE_S", "3600"},
@@ -333,6 +346,12 @@ static void test_every_key_has_an_environment_override(void **state) {
     assert_string_equal(c->vapi_webhook_hmac_secret, "vh-1");
     assert_string_equal(c->security_master_key, MASTER_KEY_OK);
     assert_string_equal(c->security_token_secret, "ts-1");
+    assert_string_equal(c->stripe_webhook_secret_previous, "whsec_0");
+    assert_string_equal(c->cryptomus_payment_key_previous, "pay-0");
+    assert_string_equal(c->vapi_webhook_secret_previous, "vs-0");
+    assert_string_equal(c->vapi_webhook_hmac_secret_previous, "vh-0");
+    assert_string_equal(c->security_master_key_previous, MASTER_KEY_OTHER);
+    assert_string_equal(c->security_token_secret_previous, "ts-0");
     assert_int_equal(c->security_token_ttl_s, 60);
     assert_int_equal(c->scheduler_max_retries, 100);
     assert_int_equal(c->scheduler_grace_s, 3600);
@@ -436,6 +455,18 @@ static void test_master_key_must_be_base64_of_32_bytes(void **state) {
     }
     setenv("SWEETY_SECURITY_MASTER_KEY", MASTER_KEY_16, 1);
     load_fails(f, "", "SWEETY_SECURITY_MASTER_KEY", "security.master_key", NULL);
+}
+
+// The previous master key (a rotation) follows the same rule, and also comes from a file.
+static void test_previous_master_key_must_be_base64_of_32_bytes_too(void **state) {
+    fixture_t *f = *state;
+    write_file("old.key", MASTER_KEY_OTHER "\n");
+    load_ok(f, "[security]\nmaster_key = " MASTER_KEY_OK "\nmaster_key_previous_file = old.key\n");
+    assert_string_equal(f->cfg.security_master_key_previous, MASTER_KEY_OTHER);
+    config_clear(&f->cfg);
+    load_fails(f, "[security]\nmaster_key_previous = " MASTER_KEY_16 "\n", "x.conf:2", "security.master_key_previous",
+               NULL);
+    assert_null(strstr(f->err, MASTER_KEY_16));
 }
 
 static void test_config_require_reports_a_missing_secret(void **state) {
@@ -716,6 +747,10 @@ static void test_shipped_example_loads_to_the_defaults_and_lists_every_key(void 
         "# payment_key = ", "# payment_key_file = ", "[vapi]", "\napi_base = https://api.vapi.ai",
         "# webhook_hmac_secret = ", "# webhook_hmac_secret_file = ", "[security]", "# master_key = ",
         "# master_key_file = ", "# token_secret = ", "# token_secret_file = ", "\ntoken_ttl_s = ",
+        "# webhook_secret_previous = ", "# webhook_secret_previous_file = ", "# payment_key_previous = ",
+        "# payment_key_previous_file = ", "# webhook_hmac_secret_previous = ",
+        "# webhook_hmac_secret_previous_file = ", "# master_key_previous = ", "# master_key_previous_file = ",
+        "# token_secret_previous = ", "# token_secret_previous_file = ",
         "[scheduler]", "\nmax_retries = ", "\ngrace_s = ", "\nretry_base_s = ", "\nretry_max_s = ",
         "[trace]", "\nendpoint = ", "\nkeep = ",
     };
@@ -740,6 +775,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unreadable_secret_file_names_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_secret_file_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_master_key_must_be_base64_of_32_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_previous_master_key_must_be_base64_of_32_bytes_too, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_require_reports_a_missing_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_require_checks_the_master_key_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_key_is_an_error_naming_file_and_line, setup, teardown),

@@ -1491,6 +1491,149 @@ static void test_cors_headers_only_for_the_allowed_origin(void **state) {
     assert_nothing_sent(f);
 }
 
+// ---- key rotation: a request signed with the previous value of a secret ---------------------------
+
+// Every secret that can be rotated has a _previous: during a rotation the routes accept either,
+// refuse anything else, and /metrics tells which one each request was verified with.
+static void test_previous_secrets_are_accepted_during_a_rotation_and_counted(void **state) {
+    fixture_t *f = *state;
+    f->cfg.stripe_webhook_secret = "whsec_rotated_new";
+    f->cfg.stripe_webhook_secret_previous = STRIPE_SECRET;
+    f->cfg.cryptomus_payment_key = "rotatedPaymentKeyNew";
+    f->cfg.cryptomus_payment_key_previous = CRYPTOMUS_KEY;
+    f->cfg.vapi_webhook_secret = "vapi-rotated-new";
+    f->cfg.vapi_webhook_secret_previous = VAPI_SECRET;
+    f->cfg.vapi_webhook_hmac_secret = "vapi-hmac-rotated-new";
+    f->cfg.vapi_webhook_hmac_secret_previous = VAPI_HMAC;
+    f->cfg.security_token_secret = "token-secret-rotated-new";
+    f->cfg.security_token_secret_previous = TOKEN_SECRET;
+    http_restart(f, 5000);
+    script(f, "reply", 200, "applied", "{\"received\":true}");
+    script_actor(f->dialer, "reply", 200, "applied", "{}");
+    reply_t r;
+    bus_msg_t m;
+
+    // Stripe: previous, current, neither
+    const char *stripe_secrets[] = {STRIPE_SECRET, "whsec_rotated_new", "whsec_third"};
+    for (size_t i = 0; i < 3; i++) {
+        char sig[256];
+        stripe_header(sig, sizeof sig, stripe_secrets[i], time(NULL), stripe_completed);
+        stripe_post(f, sig, stripe_completed, &r);
+        if (i < 2) {
+            assert_int_equal(r.status, 200);
+            assert_true(take(f, &m, WAIT_MS));
+        } else {
+            assert_error(&r, 400, "bad_signature");
+        }
+        reply_clear(&r);
+    }
+
+    // Cryptomus: previous, current, neither
+    const char *unsigned_body = "{\"type\":\"payment\",\"uuid\":\"u-rot\",\"order_id\":\"bk-9\",\"amount\":\"15.00\","
+                                "\"is_final\":true,\"status\":\"paid\",\"currency\":\"USD\"}";
+    const char *cm_keys[] = {CRYPTOMUS_KEY, "rotatedPaymentKeyNew", "thirdPaymentKey"};
+    for (size_t i = 0; i < 3; i++) {
+        char *body = cryptomus_signed(unsigned_body, cm_keys[i]);
+        post(f, "/webhooks/cryptomus", body, json_headers, &r);
+        free(body);
+        if (i < 2) {
+            assert_int_equal(r.status, 200);
+            assert_true(take(f, &m, WAIT_MS));
+        } else {
+            assert_error(&r, 400, "bad_signature");
+        }
+        reply_clear(&r);
+    }
+
+    // VAPI: the shared secret and the HMAC secret, each previous or current; a third of either fails
+    struct {
+        const char *secret, *hmac;
+        bool ok;
+    } vapi[] = {{VAPI_SECRET, VAPI_HMAC, true},
+                {"vapi-rotated-new", "vapi-hmac-rotated-new", true},
+                {VAPI_SECRET, "vapi-hmac-rotated-new", true},
+                {"vapi-third", VAPI_HMAC, false},
+                {"vapi-rotated-new", "vapi-hmac-third", false}};
+    for (size_t i = 0; i < sizeof vapi / sizeof vapi[0]; i++) {
+        char ts[32], hex[65], sig[128], tsh[64];
+        snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+        vapi_hmac_hex(vapi[i].hmac, ts, vapi_ringing, strlen(vapi_ringing), hex);
+        snprintf(sig, sizeof sig, "x-signature: %s", hex);
+        snprintf(tsh, sizeof tsh, "x-timestamp: %s", ts);
+        const char *extra[] = {sig, tsh, NULL};
+        vapi_post(f, vapi[i].secret, vapi_ringing, extra, &r);
+        if (vapi[i].ok) {
+            if (r.status != 200) fail_msg("vapi case %zu: %ld", i, r.status);
+            assert_true(take_dialer(f, &m, WAIT_MS));
+        } else {
+            assert_error(&r, 401, "bad_secret");
+        }
+        reply_clear(&r);
+    }
+
+    // status tokens: issued under the previous secret, the current one, and a third
+    const char *token_secrets[] = {TOKEN_SECRET, "token-secret-rotated-new", "token-secret-third"};
+    script(f, "reply", 200, "", "{}");
+    for (size_t i = 0; i < 3; i++) {
+        char auth[700];
+        bearer_header(auth, sizeof auth, "bk-rot", time(NULL), 600, token_secrets[i]);
+        const char *headers[] = {auth, NULL};
+        get(f, "/api/bookings/bk-rot", headers, &r);
+        if (i < 2) {
+            assert_int_equal(r.status, 200);
+            assert_true(take(f, &m, WAIT_MS));
+        } else {
+            assert_error(&r, 404, "not_found");
+        }
+        reply_clear(&r);
+    }
+
+    const char *counts[] = {
+        "sweety_secret_matches_total{key=\"stripe.webhook_secret\",which=\"current\"} 1\n",
+        "sweety_secret_matches_total{key=\"stripe.webhook_secret\",which=\"previous\"} 1\n",
+        "sweety_secret_matches_total{key=\"cryptomus.payment_key\",which=\"current\"} 1\n",
+        "sweety_secret_matches_total{key=\"cryptomus.payment_key\",which=\"previous\"} 1\n",
+        "sweety_secret_matches_total{key=\"vapi.webhook_secret\",which=\"current\"} 1\n",
+        "sweety_secret_matches_total{key=\"vapi.webhook_secret\",which=\"previous\"} 2\n",
+        "sweety_secret_matches_total{key=\"vapi.webhook_hmac_secret\",which=\"current\"} 2\n",
+        "sweety_secret_matches_total{key=\"vapi.webhook_hmac_secret\",which=\"previous\"} 1\n",
+        "sweety_secret_matches_total{key=\"security.token_secret\",which=\"current\"} 1\n",
+        "sweety_secret_matches_total{key=\"security.token_secret\",which=\"previous\"} 1\n",
+        "sweety_webhooks_total{provider=\"stripe\",outcome=\"bad_signature\"} 1\n",
+        "sweety_webhooks_total{provider=\"cryptomus\",outcome=\"bad_signature\"} 1\n",
+        "sweety_webhooks_total{provider=\"vapi\",outcome=\"bad_signature\"} 2\n",
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (!metrics_show(f, counts[i])) fail_msg("metrics lack %s", counts[i]);
+
+    // The rotation over: the previous values removed, they are refused.
+    f->cfg.stripe_webhook_secret_previous = NULL;
+    f->cfg.cryptomus_payment_key_previous = NULL;
+    f->cfg.vapi_webhook_secret_previous = NULL;
+    f->cfg.vapi_webhook_hmac_secret_previous = NULL;
+    f->cfg.security_token_secret_previous = NULL;
+    http_restart(f, 5000);
+    char sig[256];
+    stripe_header(sig, sizeof sig, STRIPE_SECRET, time(NULL), stripe_completed);
+    stripe_post(f, sig, stripe_completed, &r);
+    assert_error(&r, 400, "bad_signature");
+    reply_clear(&r);
+    char *body = cryptomus_signed(unsigned_body, CRYPTOMUS_KEY);
+    post(f, "/webhooks/cryptomus", body, json_headers, &r);
+    free(body);
+    assert_error(&r, 400, "bad_signature");
+    reply_clear(&r);
+    vapi_post(f, VAPI_SECRET, vapi_ringing, NULL, &r);
+    assert_error(&r, 401, "bad_secret");
+    reply_clear(&r);
+    char auth[700];
+    bearer_header(auth, sizeof auth, "bk-rot", time(NULL), 600, TOKEN_SECRET);
+    const char *headers[] = {auth, NULL};
+    get(f, "/api/bookings/bk-rot", headers, &r);
+    assert_error(&r, 404, "not_found");
+    reply_clear(&r);
+}
+
 static size_t discard(char *data, size_t size, size_t n, void *arg) {
     return size * n;
 }
@@ -1675,6 +1818,7 @@ int main(void) {
         T(test_vapi_rate_limit_is_its_own_and_counted),
         T(test_cors_headers_only_for_the_allowed_origin),
         T(test_preflight_keeps_the_connection),
+        T(test_previous_secrets_are_accepted_during_a_rotation_and_counted),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -276,6 +276,55 @@ static void test_issue_refuses_bad_arguments(void **state) {
     assert_true(strlen(cli_token) < 256);
 }
 
+// ---- two secrets during a rotation (security.token_secret_previous) --------------------------------
+
+static void test_token_signed_with_the_previous_secret_verifies_until_it_expires(void **state) {
+    (void)state;
+    const char *const rotated[] = {"the-new-token-secret", SECRET, NULL};   // current, previous
+    char bid[37] = "";
+    int matched = 7;
+    assert_int_equal(token_verify_any(rotated, cli_token, IAT, bid, &matched), 0);
+    assert_string_equal(bid, BID);
+    assert_int_equal(matched, 1);
+    // ... but no longer once it has expired: the previous secret does not lengthen a token's life
+    assert_int_equal(token_verify_any(rotated, cli_token, EXP, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+}
+
+static void test_token_signed_with_the_current_secret_says_current(void **state) {
+    (void)state;
+    char tok[512], bid[37];
+    assert_int_equal(token_issue("the-new-token-secret", BID, IAT, TTL, tok, sizeof tok), 0);
+    const char *const rotated[] = {"the-new-token-secret", SECRET, NULL};
+    int matched = 7;
+    assert_int_equal(token_verify_any(rotated, tok, IAT, bid, &matched), 0);
+    assert_int_equal(matched, 0);
+    // with no previous secret configured (NULL or empty entry), the current one alone works
+    const char *const alone[] = {"the-new-token-secret", NULL, NULL};
+    assert_int_equal(token_verify_any(alone, tok, IAT, bid, &matched), 0);
+    assert_int_equal(matched, 0);
+    const char *const empty_previous[] = {"the-new-token-secret", "", NULL};
+    assert_int_equal(token_verify_any(empty_previous, cli_token, IAT, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+}
+
+static void test_token_signed_with_neither_secret_is_refused(void **state) {
+    (void)state;
+    const char *const rotated[] = {"the-new-token-secret", "the-old-token-secret", NULL};
+    char bid[37] = "untouched";
+    int matched = 7;
+    assert_int_equal(token_verify_any(rotated, cli_token, IAT, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+    assert_string_equal(bid, "untouched");
+    const char *const none[] = {NULL};
+    assert_int_equal(token_verify_any(none, cli_token, IAT, bid, &matched), -1);
+    assert_int_equal(token_verify_any(NULL, cli_token, IAT, bid, &matched), -1);
+    // a claim changed and signed again with a third secret verifies under none of them
+    char *forged = forge(hs256, "{\"bid\":\"" BID "\",\"exp\":1700604800,\"iat\":1700000000}", "x");
+    assert_int_equal(token_verify_any(rotated, forged, IAT, bid, &matched), -1);
+    free(forged);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_matches_a_token_built_with_openssl),
@@ -293,6 +342,9 @@ int main(void) {
         cmocka_unit_test(test_malformed_tokens_are_refused),
         cmocka_unit_test(test_overlong_token_is_refused),
         cmocka_unit_test(test_issue_refuses_bad_arguments),
+        cmocka_unit_test(test_token_signed_with_the_previous_secret_verifies_until_it_expires),
+        cmocka_unit_test(test_token_signed_with_the_current_secret_says_current),
+        cmocka_unit_test(test_token_signed_with_neither_secret_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -397,6 +397,99 @@ static void test_vapi_hmac_refuses_tampering_and_wrong_secrets(void **state) {
     assert_int_equal(vapi_hmac_verify(VSIG_S, NULL, vbody, strlen(vbody), VSECRET, T0), WEBHOOK_BAD_SIGNATURE);
 }
 
+// ---- two secrets during a rotation: current first, then previous ----------------------------------
+
+static void test_stripe_rotation_says_which_secret_matched(void **state) {
+    (void)state;
+    const char *const rotated[] = {"whsec_new_secret", "whsec_test_secret", NULL};   // current, previous
+    size_t n = strlen(body1);
+    int matched = 7;
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG1_NEW, body1, n, rotated, T0, 300, &matched),
+                     WEBHOOK_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG1, body1, n, rotated, T0, 300, &matched),
+                     WEBHOOK_OK);
+    assert_int_equal(matched, 1);
+    // neither: a signature of another body under the old secret
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG2, body1, n, rotated, T0, 300, &matched),
+                     WEBHOOK_BAD_SIGNATURE);
+    assert_int_equal(matched, -1);
+    // a stale timestamp is still stale under the previous secret
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG1, body1, n, rotated, T0 + 301, 300, &matched),
+                     WEBHOOK_STALE_TIMESTAMP);
+    assert_int_equal(matched, 1);
+    // no previous configured (NULL entry): only the current one
+    const char *const alone[] = {"whsec_new_secret", NULL, NULL};
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG1, body1, n, alone, T0, 300, &matched),
+                     WEBHOOK_BAD_SIGNATURE);
+    assert_int_equal(matched, -1);
+    assert_int_equal(stripe_signature_verify_any("t=1700000000,v1=" SIG1, body1, n, rotated, T0, 300, NULL), WEBHOOK_OK);
+}
+
+static void test_cryptomus_rotation_says_which_key_matched(void **state) {
+    (void)state;
+    const char *const rotated[] = {"newPaymentKey456", CKEY, NULL};
+    const char *const current_first[] = {CKEY, "oldPaymentKey000", NULL};
+    const char *const neither[] = {"newPaymentKey456", "oldPaymentKey000", NULL};
+    int matched = 7;
+    assert_int_equal(cryptomus_signature_verify_any(cm_webhook, strlen(cm_webhook), rotated, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(cryptomus_signature_verify_any(cm_webhook, strlen(cm_webhook), current_first, &matched),
+                     WEBHOOK_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(cryptomus_signature_verify_any(cm_webhook, strlen(cm_webhook), neither, &matched),
+                     WEBHOOK_BAD_SIGNATURE);
+    assert_int_equal(matched, -1);
+    // the PHP re-encoding path (sign not last) under the previous key too
+    static const char first[] = "{\"sign\":\"4ab4d7812c94388326ad2ad258693506\"}";
+    assert_int_equal(cryptomus_signature_verify_any(first, strlen(first), rotated, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(cryptomus_signature_verify_any(first, strlen(first), neither, &matched), WEBHOOK_BAD_SIGNATURE);
+    assert_int_equal(matched, -1);
+    const char *const none[] = {NULL};
+    assert_int_equal(cryptomus_signature_verify_any(cm_webhook, strlen(cm_webhook), none, &matched),
+                     WEBHOOK_BAD_SIGNATURE);
+}
+
+static void test_vapi_secret_rotation_says_which_secret_matched(void **state) {
+    (void)state;
+    const char *const rotated[] = {"vapi-new-secret", "vapi-old-secret", NULL};
+    int matched = 7;
+    assert_int_equal(vapi_secret_verify_any("vapi-new-secret", rotated, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(vapi_secret_verify_any("vapi-old-secret", rotated, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 1);
+    const char *neither[] = {"vapi-other-secret", "vapi-old-secre", "vapi-old-secret ", "", "vapi-new-secretvapi-old-secret"};
+    for (size_t i = 0; i < sizeof neither / sizeof *neither; i++) {
+        assert_int_equal(vapi_secret_verify_any(neither[i], rotated, &matched), WEBHOOK_BAD_SIGNATURE);
+        assert_int_equal(matched, -1);
+    }
+    assert_int_equal(vapi_secret_verify_any(NULL, rotated, &matched), WEBHOOK_BAD_SIGNATURE);
+    const char *const alone[] = {"vapi-new-secret", NULL, NULL};
+    assert_int_equal(vapi_secret_verify_any("vapi-old-secret", alone, &matched), WEBHOOK_BAD_SIGNATURE);
+    const char *const empty[] = {"", "", NULL};
+    assert_int_equal(vapi_secret_verify_any("", empty, &matched), WEBHOOK_BAD_SIGNATURE);
+}
+
+static void test_vapi_hmac_rotation_says_which_secret_matched(void **state) {
+    (void)state;
+    const char *const rotated[] = {"vapi-hmac-new", VSECRET, NULL};
+    const char *const current_first[] = {VSECRET, "vapi-hmac-old", NULL};
+    const char *const neither[] = {"vapi-hmac-new", "vapi-hmac-old", NULL};
+    size_t n = strlen(vbody);
+    int matched = 7;
+    assert_int_equal(vapi_hmac_verify_any(VSIG_S, "1700000000", vbody, n, rotated, T0, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(vapi_hmac_verify_any(VSIG_MS, "1700000000123", vbody, n, current_first, T0, &matched), WEBHOOK_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(vapi_hmac_verify_any(VSIG_S, "1700000000", vbody, n, neither, T0, &matched),
+                     WEBHOOK_BAD_SIGNATURE);
+    assert_int_equal(matched, -1);
+    assert_int_equal(vapi_hmac_verify_any(VSIG_S, "1700000000", vbody, n, rotated, T0 + 301, &matched),
+                     WEBHOOK_STALE_TIMESTAMP);
+    assert_int_equal(matched, 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stripe_providers_vectors_verify),
@@ -426,6 +519,10 @@ int main(void) {
         cmocka_unit_test(test_vapi_hmac_vectors_in_seconds_and_milliseconds),
         cmocka_unit_test(test_vapi_hmac_window_is_300_seconds_both_ways),
         cmocka_unit_test(test_vapi_hmac_refuses_tampering_and_wrong_secrets),
+        cmocka_unit_test(test_stripe_rotation_says_which_secret_matched),
+        cmocka_unit_test(test_cryptomus_rotation_says_which_key_matched),
+        cmocka_unit_test(test_vapi_secret_rotation_says_which_secret_matched),
+        cmocka_unit_test(test_vapi_hmac_rotation_says_which_secret_matched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
