@@ -80,6 +80,8 @@
 #define HTTP_HEADER_POOL 32              // requests parsing headers at the same time
 #define HTTP_CHUNK 4096                  // response bytes per writeable turn
 #define HTTP_DRAIN_MS 4000               // how long $TERM waits for requests in flight
+#define HTTP_HEADERS_MAX 2048            // our response headers fit in this
+#define HTTP_INLINE_BODY_MAX 4096        // bodies up to this go out with the headers
 #define HTTP_DRAIN_GRACE_MS 500          // then to write the 503s of requests still waiting
 #define HTTP_WS_CLOSE_MS 2000            // $TERM: how long WebSockets get to take their 1001
 #define HTTP_KEEPALIVE_S 5
@@ -680,8 +682,11 @@ static int write_page_headers(const session_t *s, struct lws *wsi, unsigned char
                : 0;
 }
 
+// Writes the status line and headers; a body that fits in the same buffer goes out with them, in
+// one write (most answers: JSON, small pages), saving a write and a turn of the loop per request.
+// Returns 1 when the body went too, 0 when only the headers did, -1 on error.
 static int write_headers(http_t *self, struct lws *wsi, session_t *s) {
-    unsigned char buf[LWS_PRE + 2048];
+    unsigned char buf[LWS_PRE + HTTP_HEADERS_MAX + HTTP_INLINE_BODY_MAX];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
     if (s->status == 204 || s->status == 304) {
         // no Content-Type, no Content-Length (RFC 9110 §8.6, §15.4.5)
@@ -708,6 +713,15 @@ static int write_headers(http_t *self, struct lws *wsi, session_t *s) {
         }
     }
     if (s->close_after && add_header(wsi, "connection:", "close", &p, end)) return -1;
+    if (!s->head && s->resp_len > 0 && s->resp_len <= HTTP_INLINE_BODY_MAX) {
+        if (lws_finalize_http_header(wsi, &p, end) || s->resp_len > (size_t)(end - p)) return -1;
+        memcpy(p, s->resp, s->resp_len);
+        p += s->resp_len;
+        int n = (int)(p - start);
+        if (lws_write(wsi, start, (size_t)n, LWS_WRITE_HTTP_HEADERS) != n) return -1;
+        s->resp_sent = s->resp_len;
+        return 1;
+    }
     return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
 }
 
@@ -722,9 +736,10 @@ static int finish_response(http_t *self, struct lws *wsi, session_t *s) {
 static int on_http_writeable(http_t *self, struct lws *wsi, session_t *s) {
     if (!s->active || !s->responding) return 0;
     if (!s->headers_sent) {
-        if (write_headers(self, wsi, s) != 0) return -1;
+        int written = write_headers(self, wsi, s);
+        if (written < 0) return -1;
         s->headers_sent = true;
-        if (s->head || s->resp_len == 0) return finish_response(self, wsi, s);
+        if (written == 1 || s->head || s->resp_len == 0) return finish_response(self, wsi, s);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -1170,7 +1185,9 @@ static int bus_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 static const struct lws_protocols protocols[] = {
     // rx_buffer_size: each WebSocket keeps a receive buffer this big for its life (lws's default is
     // 4096); a client frame (≤ WS_RX_MAX) larger than it arrives in pieces, which ws.c assembles.
-    {.name = "http", .callback = http_callback, .per_session_data_size = sizeof(session_t), .rx_buffer_size = 1024},
+    // tx_packet_size: what one send may carry; without it lws would cap sends at rx_buffer_size.
+    {.name = "http", .callback = http_callback, .per_session_data_size = sizeof(session_t), .rx_buffer_size = 1024,
+     .tx_packet_size = HTTP_CHUNK},
     {.name = BUS_PROTOCOL, .callback = bus_callback},
     {.name = NULL, .callback = NULL},
 };
