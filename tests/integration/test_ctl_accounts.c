@@ -135,7 +135,7 @@ static void test_account_add_stores_the_key_only_encrypted(void **state) {
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM vapi_accounts v WHERE position(convert_to('%.12s', 'UTF8') IN api_key_enc) > 0"
              " OR position('%.12s' IN v::text) > 0 OR position(encode(convert_to('%.12s', 'UTF8'), 'hex') IN v::text) > 0",
-             API_KEY + 5, API_KEY + 5, API_KEY + 5);
+             &API_KEY[5], &API_KEY[5], &API_KEY[5]);
     assert_int_equal(harness_pg_query(d->db_url, sql, count, sizeof count), 0);
     assert_string_equal(count, "0");
 

@@ -534,8 +534,8 @@ static void test_provider_keys_are_stored_only_encrypted(void **state) {
     assert_non_null(strstr(dump, "COPY public.vapi_accounts"));   // the table is in it ...
     assert_non_null(strstr(dump, "sec-account"));
     char *key_hex = hex_of(S_VAPI_KEY);
-    char *key_part_hex = hex_of(S_VAPI_KEY + 8);
-    const char *needles[] = {S_VAPI_KEY, S_VAPI_KEY + 8, key_hex, key_part_hex, NULL};
+    char *key_part_hex = hex_of(&S_VAPI_KEY[8]);
+    const char *needles[] = {S_VAPI_KEY, &S_VAPI_KEY[8], key_hex, key_part_hex, NULL};
     int n = leaks("pg_dump", dump, strlen(dump), needles);   // ... but no key, in text or bytea hex
     n += leaks("pg_dump", dump, strlen(dump), secrets);      // nor any other secret
     free(key_hex);

@@ -279,7 +279,7 @@ static void test_name_with_control_characters_is_invalid(void **state) {
     (void)state;
     const char *names[] = {"\"A\\u0007B\"", "\"A\\tB\"", "\"A\\nB\"", "\"A\\u001fB\"",
                            "\"A\\u007fB\"" /* DEL */, "\"A\\u0085B\"" /* NEL, C1 */,
-                           "\"A\xc2\x9f" "B\"" /* U+009F raw */, "\"\\r\""};
+                           ("\"A\xc2\x9f" "B\"") /* U+009F raw */, "\"\\r\""};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char *b = body_with(names[i], "\"+15551234567\"", NULL);
         expect_error(b, "invalid_name", "name");
