@@ -446,6 +446,12 @@ int payments_set_payment_intent(db_t *db, const char *booking_id, const char *pa
 
 static void refund_row(const PGresult *res, int r, void *elem) { refund_from_row(res, r, elem); }
 
+// A refund begun (refund_pending) that the provider never acknowledged (no refund_id) and that has
+// not moved for this long was lost: its request failed, or the daemon died before the answer. It
+// is due again; the same Idempotency-Key makes Stripe replay a refund that did go through. Longer
+// than one refund request with its retries (payments' 8 s timeout, 3 attempts).
+#define REFUND_RESEND_AFTER_S "30"
+
 int payments_refunds_due(db_t *db, int limit, payment_refund_t **out, size_t *n) {
     assert(db && out && n && limit > 0);
     char lim[16];
@@ -454,7 +460,9 @@ int payments_refunds_due(db_t *db, int limit, payment_refund_t **out, size_t *n)
     PGresult *res = db_exec_prepared(
         db, "payments_refunds_due",
         "SELECT " REFUND_COLUMNS " FROM bookings b JOIN payments p ON p.booking_id = b.id"
-        " WHERE b.status IN ('cancelled', 'payment_failed', 'failed') AND p.status = 'paid'"
+        " WHERE b.status IN ('cancelled', 'payment_failed', 'failed')"
+        "   AND (p.status = 'paid' OR (p.status = 'refund_pending' AND p.refund_id IS NULL"
+        "        AND p.updated_at < now() - interval '" REFUND_RESEND_AFTER_S " seconds'))"
         " ORDER BY b.updated_at LIMIT $1::integer",
         1, params, NULL);
     void *list = NULL;

@@ -135,9 +135,11 @@ int payments_mark_refund_required(db_t *db, const char *booking_id);
 // stored yet. STORE_OK; STORE_ERR_NOT_FOUND; STORE_ERR_INVALID; STORE_ERR_DB.
 int payments_set_payment_intent(db_t *db, const char *booking_id, const char *payment_intent);
 
-// Money held for bookings that will not get their call (payment paid, booking cancelled,
-// payment_failed or failed): what a crash between "refund needed" and payments_refund_begin left
-// behind. At most `limit`, oldest first; *out malloc'ed array of *n (free()), NULL when empty.
+// Money held for bookings that will not get their call (booking cancelled, payment_failed or
+// failed): payments still paid (a crash between "refund needed" and payments_refund_begin), and
+// refunds begun but never acknowledged by the provider (refund_pending without a refund_id, unchanged
+// for 30 s: the request failed or the daemon died waiting for it; send it again, same
+// Idempotency-Key). At most `limit`, oldest first; *out malloc'ed array of *n (free()), NULL when empty.
 int payments_refunds_due(db_t *db, int limit, payment_refund_t **out, size_t *n);
 
 // ---- lookups ---------------------------------------------------------------------------------------
