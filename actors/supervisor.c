@@ -16,7 +16,6 @@
 #include <czmq.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "actors/actor.h"
 #include "actors/broadcaster.h"
@@ -155,18 +154,7 @@ static int run_migrations(supervisor_t *self) {
     return 0;
 }
 
-// Lets the daemon hold as many connections as the machine allows (issue: benchmarks).
-static void raise_open_file_limit(supervisor_t *self) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
-    log_info(&self->log, "open_files", "limit=%llu max_connections=%llu", (unsigned long long)rl.rlim_cur,
-             (unsigned long long)(rl.rlim_cur > 64 ? rl.rlim_cur - 64 : 0));
-}
-
 static int start(supervisor_t *self) {
-    raise_open_file_limit(self);
     self->db = db_new(self->cfg->db_url, &self->log);
     if (!self->db || run_migrations(self) != 0) return -1;
     self->broker_args = (bus_broker_args_t){
