@@ -11,14 +11,14 @@
 
 #include "actors/supervisor.h"
 #include "conf/config.h"
+#include "realtime/http.h"
 
 #define SWEETY_VERSION "0.1.0"
 
 // Descriptors the daemon holds besides its clients' connections: measured 80 at idle (ZeroMQ's 53
 // eventfds — a mailbox per socket and per context —, 8 PostgreSQL connections, the listener, the
 // trace socket, pipes, the log), plus room for the providers' HTTP connections curl keeps, a
-// database reconnect and a few trace clients. A fixed estimate, not enforced: it only sizes the log.
-#define FD_RESERVE 128
+// database reconnect and a few trace clients. The http actor refuses connections that would eat into it.
 
 // Every connection is a descriptor, so the open-file soft limit is raised to the hard limit before
 // any thread starts (lws sizes its tables from it when the http actor creates its context). Returns
@@ -41,13 +41,13 @@ static int raise_fd_limit(const logger_t *log) {
         }
     }
     if (rl.rlim_cur == RLIM_INFINITY) {
-        log_info(log, "fd_limit", "soft=unlimited hard=unlimited connections_max=unlimited reserve=%d", FD_RESERVE);
+        log_info(log, "fd_limit", "soft=unlimited hard=unlimited connections_max=unlimited reserve=%d", SWEETY_FD_RESERVE);
         return rc;
     }
     unsigned long long soft = (unsigned long long)rl.rlim_cur;
     log_info(log, "fd_limit", "soft=%llu hard=%llu connections_max=%llu reserve=%d", soft,
              rl.rlim_max == RLIM_INFINITY ? soft : (unsigned long long)rl.rlim_max,
-             soft > FD_RESERVE ? soft - FD_RESERVE : 0ULL, FD_RESERVE);
+             soft > SWEETY_FD_RESERVE ? soft - SWEETY_FD_RESERVE : 0ULL, SWEETY_FD_RESERVE);
     return rc;
 }
 

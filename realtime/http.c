@@ -62,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -237,6 +238,9 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
     prom_family(f, "sweety_db_reconnects_total", "counter", "Database reconnections (from db.state).");
     fprintf(f, "sweety_db_reconnects_total %" PRId64 "\n", self->db_reconnects);
 
+    prom_family(f, "sweety_http_refused_connections_total", "counter",
+                "Connections closed at once because the open-file limit was near.");
+    fprintf(f, "sweety_http_refused_connections_total{reason=\"fd_limit\"} %" PRIu64 "\n", self->refused_fd_limit);
     prom_family(f, "sweety_http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (size_t i = 0; i < self->request_count; i++) {
         const request_count_t *r = &self->requests[i];
@@ -1016,12 +1020,30 @@ static void route_page(http_t *self, struct lws *wsi, session_t *s) {
 
 // ---- lws protocol callbacks -----------------------------------------------------------------
 
+// A new connection is closed at once while draining, and when its descriptor is within
+// SWEETY_FD_RESERVE of the open-file limit: those last descriptors stay for the database, curl and
+// ZeroMQ, and accept() never reaches EMFILE (lws would then retry it in a busy loop).
+static int refuse_connection(http_t *self, const struct lws_filter_network_conn_args *conn) {
+    if (self->terminating) return 1;
+    if (conn && self->fd_ceiling > 0 && (int64_t)conn->accept_fd >= self->fd_ceiling) {
+        self->refused_fd_limit++;
+        int64_t now = monotonic_us() / 1000;
+        if (now - self->fd_limit_log_ms >= 1000) {   // one line a second at most
+            log_warn(&self->log, "connection_refused", "reason=fd_limit fd=%d ceiling=%" PRId64 " refused=%" PRIu64,
+                     (int)conn->accept_fd, self->fd_ceiling, self->refused_fd_limit);
+            self->fd_limit_log_ms = now;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
     http_t *self = http_of(wsi);
     session_t *s = user;
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
-        return self->terminating ? 1 : 0;   // draining: refuse new connections
+        return refuse_connection(self, user);
     case LWS_CALLBACK_HTTP:
         return s ? on_http_request(self, wsi, s) : -1;
     case LWS_CALLBACK_HTTP_BODY:
@@ -1358,6 +1380,9 @@ static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
         goto fail;
     }
     if (web_files_load(self->cfg->http_web_root, &self->log, &self->web) != 0) goto fail;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 2 * SWEETY_FD_RESERVE)
+        self->fd_ceiling = (int64_t)rl.rlim_cur - SWEETY_FD_RESERVE;
     self->bus = bus_endpoint_new(HTTP_ACTOR_NAME, (const char *[]){"", NULL});
     if (!self->bus) {
         log_error(&self->log, "bus_endpoint_failed", NULL);

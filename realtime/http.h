@@ -11,6 +11,11 @@
 #include "common/log.h"
 #include "conf/config.h"
 
+// Descriptors kept back from connections: database connections, ZeroMQ sockets, curl, the trace
+// endpoint, a reconnect or two (about 80 at idle, measured). sweetyd logs limit − this as the
+// connections it allows, and the http actor refuses connections beyond it.
+#define SWEETY_FD_RESERVE 128
+
 typedef struct {
     const config_t *cfg;        // read-only for the process lifetime
     logger_t log;

@@ -134,6 +134,10 @@ typedef struct http_t {
     int64_t ws_deadline_us;    // $TERM: how long to wait for WebSockets to close
     // pages and assets from http.web_root (web_files.c)
     struct web_files *web;
+    // connections refused near the open-file limit (refuse_connection)
+    int64_t fd_ceiling;        // descriptors at or above this are refused; 0: no limit known
+    uint64_t refused_fd_limit;
+    int64_t fd_limit_log_ms;
 } http_t;
 
 typedef struct route_t route_t;

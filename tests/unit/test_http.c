@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <ftw.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <jansson.h>
@@ -720,6 +721,51 @@ static void test_start_fails_when_port_is_taken(void **state) {
     f->cfg.http_metrics_from = NULL;
 }
 
+// Near the open-file limit new connections are closed at once (the last SWEETY_FD_RESERVE
+// descriptors stay for the daemon's own use), and the server goes on answering once some are freed.
+// The test's own sockets share the process's descriptor table with the server, as they count here.
+static void test_connections_near_the_fd_limit_are_refused(void **state) {
+    fixture_t *f = *state;
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    struct rlimit low = {.rlim_cur = 3 * SWEETY_FD_RESERVE, .rlim_max = saved.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    http_start_on(f, "127.0.0.1", NULL);   // reads the limit when it starts
+
+    enum { CLIENTS = 2 * SWEETY_FD_RESERVE };
+    int fds[CLIENTS];
+    int opened = 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    for (; opened < CLIENTS; opened++) {
+        fds[opened] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[opened] < 0) break;
+        if (connect(fds[opened], (struct sockaddr *)&sa, sizeof sa) != 0) {
+            close(fds[opened]);
+            break;
+        }
+    }
+    assert_true(opened > SWEETY_FD_RESERVE / 2);
+    // the server closes what it refused: a read on those sees the end of the stream
+    int closed = 0;
+    for (int tries = 0; tries < 50 && closed == 0; tries++) {
+        usleep(100 * 1000);
+        for (int i = 0; i < opened; i++) {
+            char c;
+            ssize_t r = recv(fds[i], &c, 1, MSG_DONTWAIT);
+            if (r == 0) closed++;
+        }
+    }
+    assert_true(closed > 0);
+    for (int i = 0; i < opened; i++) close(fds[i]);
+    assert_int_equal(get_status(f, "/healthz"), 503);   // answers again (no db.state yet: 503)
+    char needle[64];
+    snprintf(needle, sizeof needle, "sweety_http_refused_connections_total{reason=\"fd_limit\"} ");
+    assert_true(metrics_show(f, needle));
+    zactor_destroy(&f->http);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+}
+
 static void test_stop_is_clean_and_releases_descriptors(void **state) {
     fixture_t *f = *state;
     int before = count_open_fds();
@@ -810,6 +856,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_websocket_upgrade_only_on_ws_and_never_from_a_foreign_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_ping_with_pong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_fails_when_port_is_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connections_near_the_fd_limit_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_is_clean_and_releases_descriptors, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
