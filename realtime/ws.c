@@ -90,6 +90,7 @@ struct ws_conn {
     int close_reason;               // CLOSE_* counted when the connection ends
     bool ping_due, ping_outstanding;
     int64_t ping_sent_ms;
+    int64_t next_ping_ms;           // this connection's next ping (spread over the period, see ws_established)
 };
 
 struct ws_state {
@@ -98,7 +99,7 @@ struct ws_state {
     ws_sub_t *buckets[WS_BUCKETS];
     int64_t next_replay_id;
     int64_t next_tick_ms;
-    int64_t next_ping_ms;
+    uint64_t established;           // connections so far: spreads their pings
     uint64_t closed[CLOSE_REASONS];
 };
 
@@ -423,6 +424,12 @@ int ws_established(http_t *self, struct lws *wsi, session_t *s) {
     self->ws->conns = c;
     self->ws->nconns++;
     s->ws = c;
+    // The first ping comes half a period to a whole one after the upgrade, at a point that moves
+    // with each new connection (a golden-ratio walk), so that thousands of connections opened
+    // together are not all pinged in the same tick every period.
+    int64_t period = (int64_t)WS_PING_S * 1000;
+    int64_t spread = (int64_t)((self->ws->established++ * 2654435761u) % (uint64_t)(period / 2));
+    c->next_ping_ms = http_monotonic_ms() + period / 2 + spread;
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     if (self->terminating) conn_close(c, LWS_CLOSE_STATUS_GOINGAWAY, CLOSE_SHUTDOWN);
     return 0;
@@ -521,15 +528,14 @@ void ws_tick(http_t *self) {
     int64_t now = http_monotonic_ms();
     if (now < st->next_tick_ms) return;
     st->next_tick_ms = now + WS_TICK_MS;
-    bool ping_round = now >= st->next_ping_ms;
-    if (ping_round) st->next_ping_ms = now + (int64_t)WS_PING_S * 1000;
     for (ws_conn_t *c = st->conns; c; c = c->next) {
         if (c->close_code) continue;
         for (int i = 0; i < WS_SUBS_MAX; i++) {
             ws_sub_t *sub = &c->subs[i];
             if (sub->used && sub->replay_pending && now - sub->replay_sent_ms >= REPLAY_RETRY_MS) ask_replay(self, sub);
         }
-        if (!ping_round) continue;
+        if (now < c->next_ping_ms) continue;
+        c->next_ping_ms = now + (int64_t)WS_PING_S * 1000;
         if (c->ping_outstanding) {
             log_info(&self->log, "ws_ping_timeout", NULL);
             c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;   // counted as ping_timeout; no close frame
