@@ -27,7 +27,7 @@
 
 #define SCHEDULER_SWEEP_MS 1000
 #define CLAIM_BATCH 64
-#define CLAIM_ROUNDS_MAX 16          // per wake-up; the next sweep continues
+#define CLAIM_ROUNDS_MAX 16          // per wake-up; then the loop comes round and it continues
 #define HOURLY_MS (3600 * 1000)
 #define PARTITION_MONTHS_AHEAD 2
 
@@ -38,6 +38,7 @@ typedef struct {
     zmq_pollitem_t listen_item;
     bool listen_registered;
     int64_t next_hourly_ms;
+    bool continue_armed;             // a round stopped at its bound: the next one is already due
 } scheduler_t;
 
 // Hands one claimed call to the dialer. A lost hand-over is not lost work: the lease expires and
@@ -54,7 +55,19 @@ static void hand_to_dialer(scheduler_t *self, const dispatch_assignment_t *a) {
         log_warn(&self->ctx->log, "hand_over_failed", "booking=%s", a->booking_id);
 }
 
-// Claims until nothing more fits or is due (bounded per wake-up).
+static void dispatch_round(scheduler_t *self);
+
+static int on_continue(zloop_t *loop, int timer_id, void *arg) {
+    scheduler_t *self = arg;
+    self->continue_armed = false;
+    dispatch_round(self);
+    return 0;
+}
+
+// Claims until nothing more fits or is due, at most CLAIM_ROUNDS_MAX batches per call. When it stops
+// at that bound with more due, it continues at once from the loop (a one-shot timer) rather than at
+// the next sweep: the loop serves the pipe and the other sockets in between, and a backlog is not
+// held to CLAIM_ROUNDS_MAX * CLAIM_BATCH claims a second.
 static void dispatch_round(scheduler_t *self) {
     if (db_ensure(self->ctx->db) != 0) return;
     for (int round = 0; round < CLAIM_ROUNDS_MAX; round++) {
@@ -77,6 +90,8 @@ static void dispatch_round(scheduler_t *self) {
         dispatch_assignments_free(&claims, n);
         if (n < CLAIM_BATCH) return;
     }
+    if (!self->continue_armed && zloop_timer(self->ctx->loop, 1, 1, on_continue, self) != -1)
+        self->continue_armed = true;
 }
 
 // ---- wake-ups from other instances ------------------------------------------------------------

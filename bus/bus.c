@@ -19,6 +19,10 @@
 #include "bus/bus.h"
 
 #include <assert.h>
+// msgpack_sbuffer (inline in its header) first allocates this much: a body is a few hundred bytes
+// (its own default, 8 KiB, is past malloc's per-thread cache and showed in profiles); the rare
+// large body (http.reply, ws.events) grows by doubling.
+#define MSGPACK_SBUFFER_INIT_SIZE 256
 #include <msgpack.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -60,11 +64,12 @@ typedef struct {
 typedef struct {
     const char *topic;
     const field_desc_t *(*fields)(size_t *count);
+    size_t size;   // of its struct: what a decoder writes of bus_msg_t.u
 } type_desc_t;
 
 static const type_desc_t types[BUS_TYPE_COUNT] = {
-    [BUS_NONE] = {NULL, NULL},
-#define BUS_MESSAGE(ID, topic, name, fields) [BUS_##ID] = {topic, fields_of_##name},
+    [BUS_NONE] = {NULL, NULL, 0},
+#define BUS_MESSAGE(ID, topic, name, fields) [BUS_##ID] = {topic, fields_of_##name, sizeof(bus_##name##_t)},
 #include "bus/messages.def"
 #undef BUS_MESSAGE
 };
@@ -81,8 +86,8 @@ const char *bus_type_topic(bus_type_t type) {
 
 bus_type_t bus_type_from_topic(const char *topic) {
     if (!topic) return BUS_NONE;
-    for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)
-        if (strcmp(types[t].topic, topic) == 0) return (bus_type_t)t;
+    for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)   // first bytes first: a decoder asks per message
+        if (types[t].topic[0] == topic[0] && strcmp(types[t].topic, topic) == 0) return (bus_type_t)t;
     return BUS_NONE;
 }
 
@@ -96,6 +101,7 @@ const char *bus_strerror(int code) {
     case BUS_E_RANGE: return "value out of range";
     case BUS_E_NOMEM: return "out of memory";
     case BUS_E_SOCKET: return "socket error";
+    case BUS_E_AGAIN: return "no message waiting";
     default: return "unknown error";
     }
 }
@@ -109,10 +115,22 @@ void bus_msg_init(bus_msg_t *msg, bus_type_t type) {
 
 // ---- strings ----------------------------------------------------------------------------------
 
+#define ALL_BYTES(b) (UINT64_C(0x0101010101010101) * (b))
+
 // Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF, no NUL.
 static bool text_valid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
+        if (n - i >= 8) {   // ASCII fast path: eight bytes at once while all are 0x01..0x7f
+            uint64_t w;
+            memcpy(&w, s + i, sizeof w);
+            bool high = (w & ALL_BYTES(0x80)) != 0;
+            bool nul = ((w - ALL_BYTES(0x01)) & ~w & ALL_BYTES(0x80)) != 0;
+            if (!high && !nul) {
+                i += 8;
+                continue;
+            }
+        }
         unsigned char c = s[i];
         if (c == 0) return false;
         if (c < 0x80) {
@@ -342,7 +360,9 @@ static int unpack_body(const msgpack_object *root, bus_type_t type, bus_msg_t *o
     if (v->via.u64 != BUS_WIRE_VERSION) return BUS_E_VERSION;
     if (root->via.array.size != 3 + nfields) return BUS_E_FORMAT;
 
-    bus_msg_init(out, type);
+    // Only the header and this type's member: the whole union is several KiB (http.reply).
+    memset(out, 0, offsetof(bus_msg_t, u) + types[type].size);
+    out->type = type;
     int rc = unpack_text(&items[1], out->from, sizeof out->from);
     if (rc == BUS_OK) rc = unpack_i64(&items[2], &out->ts_us);
     char *base = (char *)&out->u;
@@ -368,7 +388,7 @@ int bus_decode(const char *topic, const void *buf, size_t len, bus_msg_t *msg) {
     } else {
         bus_msg_t tmp;
         rc = unpack_body(&unpacked.data, type, &tmp);
-        if (rc == BUS_OK) *msg = tmp;
+        if (rc == BUS_OK) memcpy(msg, &tmp, offsetof(bus_msg_t, u) + types[type].size);
     }
     msgpack_unpacked_destroy(&unpacked);
     return rc;

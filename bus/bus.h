@@ -69,6 +69,7 @@ enum {
     BUS_E_RANGE = -5,     // a string too long for its field
     BUS_E_NOMEM = -6,
     BUS_E_SOCKET = -7,    // ZeroMQ send/recv failed
+    BUS_E_AGAIN = -8,     // nothing waiting (bus_endpoint_recv_nowait)
 };
 
 const char *bus_type_topic(bus_type_t type);      // "booking.status"; NULL for an invalid type
@@ -80,7 +81,8 @@ void bus_msg_init(bus_msg_t *msg, bus_type_t type);
 
 // Encodes the body (frame 1). On success *buf is malloc'ed (caller frees) and 0 is returned.
 int bus_encode(const bus_msg_t *msg, char **buf, size_t *len);
-// Decodes a body received under `topic`. On error *msg is untouched.
+// Decodes a body received under `topic`. On error *msg is untouched. On success type, from, ts_us
+// and the type's member of u are set; the rest of the union is left as it was.
 int bus_decode(const char *topic, const void *buf, size_t len, bus_msg_t *msg);
 
 // Trace JSON: {"ts":"RFC3339 ms","topic":...,"from":...,"body":{...}}; F_PII fields masked when
@@ -117,5 +119,8 @@ const char *bus_endpoint_name(const bus_endpoint_t *self);
 uint64_t bus_endpoint_malformed(const bus_endpoint_t *self);
 // Receives from either socket of this endpoint, counting malformed input. 0 or BUS_E_*.
 int bus_endpoint_recv(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg);
+// The same without waiting: BUS_E_AGAIN when no message is queued. Lets an actor take what has
+// queued up in one wake-up of its loop instead of one zmq_poll round (several system calls) each.
+int bus_endpoint_recv_nowait(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg);
 
 #endif

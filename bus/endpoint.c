@@ -79,8 +79,8 @@ static int recv_more(void *h, zmq_msg_t *frame) {
     return rc;
 }
 
-int bus_recv(zsock_t *sock, bus_msg_t *msg) {
-    assert(sock && msg);
+// Receives and decodes one message; `flags` (ZMQ_DONTWAIT) apply to its first frame only.
+static int recv_msg(zsock_t *sock, bus_msg_t *msg, int flags) {
     void *h = zsock_resolve(sock);
     zmq_msg_t topic, body;
     zmq_msg_init(&topic);
@@ -88,10 +88,11 @@ int bus_recv(zsock_t *sock, bus_msg_t *msg) {
     int rc = BUS_OK;
     size_t frames = 0;
 
-    if (zmq_msg_recv(&topic, h, 0) == -1) {
+    if (zmq_msg_recv(&topic, h, flags) == -1) {
+        rc = (flags & ZMQ_DONTWAIT) && errno == EAGAIN ? BUS_E_AGAIN : BUS_E_SOCKET;
         zmq_msg_close(&topic);
         zmq_msg_close(&body);
-        return BUS_E_SOCKET;
+        return rc;
     }
     frames = 1;
     if (zmq_msg_more(&topic)) {
@@ -124,6 +125,11 @@ int bus_recv(zsock_t *sock, bus_msg_t *msg) {
     zmq_msg_close(&topic);
     zmq_msg_close(&body);
     return rc;
+}
+
+int bus_recv(zsock_t *sock, bus_msg_t *msg) {
+    assert(sock && msg);
+    return recv_msg(sock, msg, 0);
 }
 
 // ---- endpoint ---------------------------------------------------------------------------------
@@ -274,13 +280,21 @@ uint64_t bus_endpoint_malformed(const bus_endpoint_t *self) {
     return self->malformed;
 }
 
-int bus_endpoint_recv(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg) {
+static int endpoint_recv(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg, int flags) {
     assert(self && msg);
     assert(which == self->events || which == self->inbox);
-    int rc = bus_recv(which, msg);
-    if (rc != BUS_OK && rc != BUS_E_SOCKET) {
+    int rc = recv_msg(which, msg, flags);
+    if (rc != BUS_OK && rc != BUS_E_SOCKET && rc != BUS_E_AGAIN) {
         self->malformed++;
         log_warn(&bus_log, "malformed_message", "endpoint=%s error=\"%s\"", self->name, bus_strerror(rc));
     }
     return rc;
+}
+
+int bus_endpoint_recv(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg) {
+    return endpoint_recv(self, which, msg, 0);
+}
+
+int bus_endpoint_recv_nowait(bus_endpoint_t *self, zsock_t *which, bus_msg_t *msg) {
+    return endpoint_recv(self, which, msg, ZMQ_DONTWAIT);
 }
