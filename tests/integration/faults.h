@@ -1370,4 +1370,32 @@ static inline void faults_assert_always(faults_stack_t *st, faults_load_t *load,
     faults_report_free(&r);
 }
 
+
+// ---- what every scenario's set-up, tear-down and main share ---------------------------------------
+
+// The watchdog (watchdog_s), then the stack; on failure everything started is stopped again.
+static inline int faults_setup_stack(faults_stack_t *stack, const faults_opts_t *o, long watchdog_s) {
+    faults_watchdog_arm(watchdog_s);
+    if (faults_stack_start(stack, o) != 0) {
+        faults_stack_stop(stack);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int faults_teardown_stack(faults_stack_t *stack, faults_load_t *load) {
+    faults_load_free(load);
+    return faults_stack_stop(stack);
+}
+
+// A scenario's main(): the environment captured, curl set up, the group run.
+static inline int faults_run_group(const char *name, const struct CMUnitTest *tests, size_t count,
+                                   CMFixtureFunction setup, CMFixtureFunction teardown) {
+    faults_env_capture();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int failed = _cmocka_run_group_tests(name, tests, count, setup, teardown);
+    curl_global_cleanup();
+    return failed;
+}
+
 #endif

@@ -15,21 +15,17 @@ static faults_stack_t stack;
 static faults_load_t load;
 
 static int setup(void **state) {
-    faults_watchdog_arm(285 + (faults_env_long("SWEETY_FAULT_DB_RESTARTS", 2, 1, 100) *
-                                 (10 + faults_env_long("SWEETY_FAULT_DB_DOWN_MS", 5000, 500, 600000) / 1000)) - 30);
     faults_opts_t o = {.daemons = 1, .private_pg = true, .vapi_limit = 8, .agent_limit = 4, .outcome = "answer:2"};
-    if (faults_stack_start(&stack, &o) != 0) {
-        faults_stack_stop(&stack);
-        return -1;
-    }
+    long restarts = faults_env_long("SWEETY_FAULT_DB_RESTARTS", 2, 1, 100);
+    long down_s = faults_env_long("SWEETY_FAULT_DB_DOWN_MS", 5000, 500, 600000) / 1000;
+    if (faults_setup_stack(&stack, &o, 285 + restarts * (10 + down_s) - 30) != 0) return -1;
     *state = &stack;
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    faults_load_free(&load);
-    return faults_stack_stop(&stack);
+    return faults_teardown_stack(&stack, &load);
 }
 
 static long get(const char *path, char **body) {
@@ -112,12 +108,8 @@ static void test_postgresql_restarted_under_load_daemon_reconnects_and_acknowled
 }
 
 int main(void) {
-    faults_env_capture();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_postgresql_restarted_under_load_daemon_reconnects_and_acknowledges_only_what_it_stored),
     };
-    int failed = cmocka_run_group_tests_name("faults_db", tests, setup, teardown);
-    curl_global_cleanup();
-    return failed;
+    return faults_run_group("faults_db", tests, sizeof tests / sizeof tests[0], setup, teardown);
 }

@@ -16,20 +16,15 @@ static faults_stack_t stack;
 static faults_load_t load;
 
 static int setup(void **state) {
-    faults_watchdog_arm(285 + 6 * (faults_env_long("SWEETY_FAULT_KILLS", 20, 1, 10000) - 20));
     faults_opts_t o = {.daemons = 1, .vapi_limit = 8, .agent_limit = 4, .outcome = "answer:2"};
-    if (faults_stack_start(&stack, &o) != 0) {
-        faults_stack_stop(&stack);
-        return -1;
-    }
+    if (faults_setup_stack(&stack, &o, 285 + 6 * (faults_env_long("SWEETY_FAULT_KILLS", 20, 1, 10000) - 20)) != 0) return -1;
     *state = &stack;
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    faults_load_free(&load);
-    return faults_stack_stop(&stack);
+    return faults_teardown_stack(&stack, &load);
 }
 
 static int64_t db_count(const char *sql) { return client_query_int(&stack.d[0], sql); }
@@ -83,12 +78,8 @@ static void test_sweetyd_killed_at_random_moments_under_load_loses_nothing(void 
 }
 
 int main(void) {
-    faults_env_capture();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sweetyd_killed_at_random_moments_under_load_loses_nothing),
     };
-    int failed = cmocka_run_group_tests_name("faults_kill", tests, setup, teardown);
-    curl_global_cleanup();
-    return failed;
+    return faults_run_group("faults_kill", tests, sizeof tests / sizeof tests[0], setup, teardown);
 }

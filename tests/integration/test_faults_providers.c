@@ -17,20 +17,15 @@ static faults_stack_t stack;
 static faults_load_t load;
 
 static int setup(void **state) {
-    faults_watchdog_arm(285 + faults_env_long("SWEETY_FAULT_SECONDS", 40, 6, 3600) - 40);
     faults_opts_t o = {.daemons = 1, .vapi_limit = 8, .agent_limit = 4, .outcome = "answer:2"};
-    if (faults_stack_start(&stack, &o) != 0) {
-        faults_stack_stop(&stack);
-        return -1;
-    }
+    if (faults_setup_stack(&stack, &o, 285 + faults_env_long("SWEETY_FAULT_SECONDS", 40, 6, 3600) - 40) != 0) return -1;
     *state = &stack;
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    faults_load_free(&load);
-    return faults_stack_stop(&stack);
+    return faults_teardown_stack(&stack, &load);
 }
 
 // One kind of misbehaviour, on every provider endpoint the daemon uses. `fault` is the JSON
@@ -134,12 +129,8 @@ static void test_providers_slow_429_500_or_silent_for_a_while_then_everything_co
 }
 
 int main(void) {
-    faults_env_capture();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_providers_slow_429_500_or_silent_for_a_while_then_everything_converges),
     };
-    int failed = cmocka_run_group_tests_name("faults_providers", tests, setup, teardown);
-    curl_global_cleanup();
-    return failed;
+    return faults_run_group("faults_providers", tests, sizeof tests / sizeof tests[0], setup, teardown);
 }

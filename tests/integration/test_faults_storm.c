@@ -18,13 +18,9 @@
 static faults_stack_t stack;
 
 static int setup(void **state) {
-    faults_watchdog_arm(285 + faults_env_long("SWEETY_FAULT_STORM_EVENTS", 5000, 100, 1000000) / 100 - 50);
     faults_opts_t o = {.daemons = 1, .vapi_limit = 10, .agent_limit = 5, .outcome = "answer:2",
                        .extra_conf = "[payments]\nreconcile_after_s = 600\nreconcile_every_s = 1\n"};
-    if (faults_stack_start(&stack, &o) != 0) {
-        faults_stack_stop(&stack);
-        return -1;
-    }
+    if (faults_setup_stack(&stack, &o, 285 + faults_env_long("SWEETY_FAULT_STORM_EVENTS", 5000, 100, 1000000) / 100 - 50) != 0) return -1;
     *state = &stack;
     return 0;
 }
@@ -315,13 +311,9 @@ static void test_the_invariant_check_notices_broken_data(void **state) {
 }
 
 int main(void) {
-    faults_env_capture();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_five_thousand_duplicated_and_reordered_webhooks_change_each_booking_once),
         cmocka_unit_test(test_the_invariant_check_notices_broken_data),
     };
-    int failed = cmocka_run_group_tests_name("faults_storm", tests, setup, teardown);
-    curl_global_cleanup();
-    return failed;
+    return faults_run_group("faults_storm", tests, sizeof tests / sizeof tests[0], setup, teardown);
 }

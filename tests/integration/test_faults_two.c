@@ -17,20 +17,15 @@ static faults_stack_t stack;
 static faults_load_t load;
 
 static int setup(void **state) {
-    faults_watchdog_arm(285 + faults_env_long("SWEETY_FAULT_TWO_AFTER_MS", 8000, 0, 3600000) / 1000 - 8);
     faults_opts_t o = {.daemons = 2, .vapi_limit = 8, .agent_limit = 4, .outcome = "answer:3"};
-    if (faults_stack_start(&stack, &o) != 0) {
-        faults_stack_stop(&stack);
-        return -1;
-    }
+    if (faults_setup_stack(&stack, &o, 285 + faults_env_long("SWEETY_FAULT_TWO_AFTER_MS", 8000, 0, 3600000) / 1000 - 8) != 0) return -1;
     *state = &stack;
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    faults_load_free(&load);
-    return faults_stack_stop(&stack);
+    return faults_teardown_stack(&stack, &load);
 }
 
 static int64_t db_count(const char *sql) { return client_query_int(&stack.d[1], sql); }
@@ -76,12 +71,8 @@ static void test_one_of_two_killed_mid_load_the_other_finishes_the_work(void **s
 }
 
 int main(void) {
-    faults_env_capture();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_of_two_killed_mid_load_the_other_finishes_the_work),
     };
-    int failed = cmocka_run_group_tests_name("faults_two", tests, setup, teardown);
-    curl_global_cleanup();
-    return failed;
+    return faults_run_group("faults_two", tests, sizeof tests / sizeof tests[0], setup, teardown);
 }
