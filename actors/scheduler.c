@@ -28,6 +28,7 @@
 #define SCHEDULER_SWEEP_MS 1000
 #define CLAIM_BATCH 64
 #define CLAIM_ROUNDS_MAX 16          // per wake-up; then the loop comes round and it continues
+#define WAKE_COALESCE_MS 5            // wake-ups within this share one claim round
 #define HOURLY_MS (3600 * 1000)
 #define PARTITION_MONTHS_AHEAD 2
 
@@ -38,7 +39,7 @@ typedef struct {
     zmq_pollitem_t listen_item;
     bool listen_registered;
     int64_t next_hourly_ms;
-    bool continue_armed;             // a round stopped at its bound: the next one is already due
+    bool round_armed;                // a claim round is already due from the loop (dispatch_soon)
 } scheduler_t;
 
 // Hands one claimed call to the dialer. A lost hand-over is not lost work: the lease expires and
@@ -57,11 +58,19 @@ static void hand_to_dialer(scheduler_t *self, const dispatch_assignment_t *a) {
 
 static void dispatch_round(scheduler_t *self);
 
-static int on_continue(zloop_t *loop, int timer_id, void *arg) {
+static int on_round_due(zloop_t *loop, int timer_id, void *arg) {
     scheduler_t *self = arg;
-    self->continue_armed = false;
+    self->round_armed = false;
     dispatch_round(self);
     return 0;
+}
+
+// A claim round in ms from the loop, shared by everything that asks before it runs: a burst of
+// bookings (a queue.enqueued and a NOTIFY each) costs one claim transaction, not two per booking.
+static void dispatch_soon(scheduler_t *self, size_t ms) {
+    if (self->round_armed) return;
+    if (zloop_timer(self->ctx->loop, ms, 1, on_round_due, self) != -1) self->round_armed = true;
+    else dispatch_round(self);
 }
 
 // Claims until nothing more fits or is due, at most CLAIM_ROUNDS_MAX batches per call. When it stops
@@ -90,8 +99,7 @@ static void dispatch_round(scheduler_t *self) {
         dispatch_assignments_free(&claims, n);
         if (n < CLAIM_BATCH) return;
     }
-    if (!self->continue_armed && zloop_timer(self->ctx->loop, 1, 1, on_continue, self) != -1)
-        self->continue_armed = true;
+    dispatch_soon(self, 1);
 }
 
 // ---- wake-ups from other instances ------------------------------------------------------------
@@ -112,7 +120,7 @@ static int on_listen_input(zloop_t *loop, zmq_pollitem_t *item, void *arg) {
         self->listen_registered = false;
         return 0;
     }
-    if (wake) dispatch_round(self);
+    if (wake) dispatch_soon(self, WAKE_COALESCE_MS);
     return 0;
 }
 
@@ -155,7 +163,7 @@ static int scheduler_on_timer(actor_ctx_t *ctx, void *state) {
 }
 
 static int scheduler_on_event(actor_ctx_t *ctx, void *state, const bus_msg_t *msg) {
-    if (msg->type == BUS_QUEUE_ENQUEUED) dispatch_round(state);
+    if (msg->type == BUS_QUEUE_ENQUEUED) dispatch_soon(state, WAKE_COALESCE_MS);
     return 0;
 }
 
