@@ -7,7 +7,7 @@ PG_BIN=${SWEETY_PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian packages the project needs to build, test and run its demo.
 SWEETY_PACKAGES=(build-essential cmake pkg-config git ca-certificates curl openssl
   libzmq3-dev libczmq-dev libpq-dev libcurl4-openssl-dev libmsgpack-dev libwebsockets-dev
-  libjansson-dev libssl-dev libcmocka-dev postgresql postgresql-contrib chromium)
+  libjansson-dev libssl-dev libcmocka-dev postgresql postgresql-contrib chromium jq)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
