@@ -11,7 +11,6 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
-#include <ftw.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <dirent.h>
@@ -29,6 +28,7 @@
 #include "conf/config.h"
 #include "realtime/cidr.h"
 #include "realtime/http.h"
+#include "tests/harness/harness.h"
 
 #define WAIT_MS 5000
 
@@ -448,10 +448,6 @@ static void write_site_file(const char *root, const char *rel, const char *text)
     fclose(file);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    return remove(path);
-}
-
 // The ETag header's value, quotes included, into out ("" when absent).
 static void etag_of_reply(const reply_t *r, char *out, size_t size) {
     out[0] = '\0';
@@ -553,7 +549,7 @@ static void test_pages_and_assets_from_web_root(void **state) {
     curl_easy_cleanup(h);
     zactor_destroy(&f->http);
     f->cfg.http_web_root = NULL;
-    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_rmtree(root);
 }
 
 static void test_wrong_method_on_known_route_is_405(void **state) {
