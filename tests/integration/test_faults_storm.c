@@ -283,6 +283,10 @@ static void test_the_invariant_check_notices_broken_data(void **state) {
     faults_report_t r;
     assert_int_equal(faults_check(&stack, &o, &r), 0);
     faults_report_free(&r);
+    // The damage is done at rest: a running daemon's refund sweep (every second here) would mend the
+    // paid-again payment before the check could see it. The daemon must drain and exit 0.
+    faults_watch(1, NULL);
+    assert_int_equal(test_daemon_stop(&stack.d[0], 15000), 0);
 
     exec_sql("UPDATE vapi_agents SET active_calls = 1 WHERE id = (SELECT min(id::text)::uuid FROM vapi_agents)");
     assert_true(count_with("tries in progress", true) > 0);
