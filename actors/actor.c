@@ -1,4 +1,10 @@
 // actors/actor.c — the common actor loop; see actor.h. Runs on the actor's own thread.
+//
+// Trace copies (bus/bus.h, bus_send_to): the commands an actor sends are copied into its
+// endpoint's batch, which has to reach the broker before the actor waits for long. The loop
+// flushes it after every turn it runs a handler of the spec (messages, timer); for commands sent
+// from callbacks the actor registered on the loop itself (outbound HTTP answers, its own timers),
+// the endpoint tells us when a batch starts and a one-shot timer flushes it a millisecond later.
 #include "actors/actor.h"
 
 #include <string.h>
@@ -6,13 +12,16 @@
 #include "common/util.h"
 #include "realtime/api_error.h"
 
-#define DRAIN_MAX 64   // messages one socket may hand over per wake-up of the loop
+#define DRAIN_MAX 64       // messages one socket may hand over per wake-up of the loop
+#define TRACE_FLUSH_MS 1   // trace copies sent from the actor's own callbacks wait at most this
 
 typedef struct {
     const actor_spec_t *spec;
     actor_ctx_t ctx;
     void *state;
     zsock_t *pipe;
+    bool in_handler;      // running a handler of the spec: the loop flushes after it
+    bool flush_armed;     // the one-shot flush timer is set
 } actor_run_t;
 
 void actor_publish(actor_ctx_t *ctx, bus_msg_t *msg) {
@@ -105,19 +114,52 @@ static int drain(actor_run_t *self, zsock_t *sock, handler_fn handler) {
     return 0;
 }
 
+// Runs the spec's handlers for what one socket holds, then hands the trace copies of the commands
+// they sent to the broker: the loop may wait next.
+static int serve(actor_run_t *self, zsock_t *sock, handler_fn handler) {
+    self->in_handler = true;
+    int rc = drain(self, sock, handler);
+    self->in_handler = false;
+    bus_endpoint_flush(self->ctx.bus);
+    return rc;
+}
+
 static int on_events(zloop_t *loop, zsock_t *sock, void *arg) {
     actor_run_t *self = arg;
-    return drain(self, sock, self->spec->on_event);
+    return serve(self, sock, self->spec->on_event);
 }
 
 static int on_inbox(zloop_t *loop, zsock_t *sock, void *arg) {
     actor_run_t *self = arg;
-    return drain(self, sock, self->spec->on_command);
+    return serve(self, sock, self->spec->on_command);
 }
 
 static int on_timer(zloop_t *loop, int timer_id, void *arg) {
     actor_run_t *self = arg;
-    return self->spec->on_timer(&self->ctx, self->state);
+    self->in_handler = true;
+    int rc = self->spec->on_timer(&self->ctx, self->state);
+    self->in_handler = false;
+    bus_endpoint_flush(self->ctx.bus);
+    return rc;
+}
+
+static int on_flush_timer(zloop_t *loop, int timer_id, void *arg) {
+    actor_run_t *self = arg;
+    self->flush_armed = false;
+    bus_endpoint_flush(self->ctx.bus);
+    return 0;
+}
+
+// The endpoint started a batch of trace copies. Outside the spec's handlers (which flush when they
+// return), a command came from a callback of the actor's own: flush a millisecond from now.
+static void on_trace_pending(void *arg) {
+    actor_run_t *self = arg;
+    if (self->in_handler || self->flush_armed) return;
+    if (zloop_timer(self->ctx.loop, TRACE_FLUSH_MS, 1, on_flush_timer, self) == -1) {
+        bus_endpoint_flush(self->ctx.bus);   // no timer: send it now rather than late
+        return;
+    }
+    self->flush_armed = true;
 }
 
 // Subscriptions: actor.ping plus the spec's own prefixes.
@@ -146,6 +188,7 @@ static int setup(actor_run_t *self, const actor_args_t *args) {
     if (!self->ctx.bus) return -1;
     self->ctx.loop = zloop_new();
     if (!self->ctx.loop) return -1;
+    bus_endpoint_on_trace_pending(self->ctx.bus, on_trace_pending, self);
     if (self->spec->needs_db) {
         self->ctx.db = db_new(args->cfg->db_url, &self->ctx.log);
         if (!self->ctx.db) return -1;

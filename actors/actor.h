@@ -4,7 +4,9 @@
 // topics it subscribes to, whether it needs its own PostgreSQL connection, a periodic timer, and
 // its handlers. actor_run() is the czmq actor body that builds the common state (logger, bus
 // endpoint, database connection), signals ready, loops in a zloop until $TERM, and tears down.
-// Every actor answers `actor.ping` addressed to its name (or "*") with `actor.pong`.
+// Every actor answers `actor.ping` addressed to its name (or "*") with `actor.pong`. The loop hands
+// the trace copies of the commands an actor sends (bus_send_to) to the broker before it waits,
+// including those sent from callbacks the actor registers on ctx->loop itself (within 1 ms).
 #ifndef SWEETY_ACTOR_H
 #define SWEETY_ACTOR_H
 

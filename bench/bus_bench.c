@@ -5,16 +5,20 @@
 //   sender   a thread with its own bus endpoint. It holds a call.assigned (three UUIDs and an
 //            attempt, what the scheduler hands the dialer), sets the booking id and calls
 //            bus_send_to(): stamp, msgpack encode, [topic, body] PUSHed to the receiver's inbox, and
-//            a best-effort copy PUSHed to the broker's trace socket.
-//   broker   the real bus broker (bus_broker_new), which keeps every trace copy in its ring.
+//            a copy appended to the endpoint's batch of trace copies, which goes to the broker when
+//            it is full or a millisecond old, and (latency runs, paced) before the sender sleeps,
+//            as an actor's loop flushes it before it waits.
+//   broker   the real bus broker (bus_broker_new), which keeps every trace copy in its ring; the
+//            run checks that it recorded every copy (broker STATS before and after).
 //   receiver a real actor (actor_run with a spec of its own): its zloop wakes on the inbox,
 //            bus_endpoint_recv() takes both frames and decodes them, and the on_command handler
 //            sees the message, as the dialer sees call.assigned.
 // Also measured, for the record: the same command without the trace copy (bus_send_raw on a PUSH
 // to the inbox: codec and actor loop alone, two threads), the event path (booking.status through
 // bus_publish -> broker PULL -> broker PUB -> the receiver's SUB), and libzmq doing the same socket
-// work as a command without our code ("same frames": [topic, the encoded body] PUSH/PULL plus the
-// copy to a third thread that keeps it in a ring, blocking receives, no codec, no actor loop).
+// work as a command without our code as bus_send_to did before trace copies were batched ("same
+// frames": [topic, the encoded body] PUSH/PULL plus a copy of each to a third thread that keeps it
+// in a ring, blocking receives, no codec, no actor loop).
 // Reference (the row's): raw libzmq inproc PUSH/PULL between two threads, empty one-frame messages,
 // blocking zmq_send / zmq_recv, the same counts and pacing.
 //
@@ -183,6 +187,8 @@ typedef struct {
     double rate;        // messages/s; 0: as fast as possible
     int64_t t0_ns;      // out: just before the first measured send
     int failed;         // out: sends that failed; -1: the run could not start
+    int64_t sent;       // out: messages sent through the bus endpoint, warm-up included
+    uint64_t trace_dropped;   // out: trace copies the endpoint had to drop
     int id;             // libzmq runs: names their inproc endpoints (a name is freed a moment after)
 } sender_t;
 
@@ -254,15 +260,20 @@ static void *bus_sender(void *arg) {
     }
     int64_t first = atomic_load(&run->warm);
     for (int64_t i = 0; i < WARMUP; i++) bus_send_one(s, ep, direct, &msg, WARM_FLAG | (w + i));
+    bus_endpoint_flush(ep);
     if (wait_warm(run, first + WARMUP) != 0) s->failed = -1;
 
     s->t0_ns = now_ns();
     for (int64_t i = 0; i < run->count && s->failed >= 0; i++) {
+        if (s->rate > 0) bus_endpoint_flush(ep);   // about to sleep: what an actor's loop does
         pace(s->t0_ns, s->rate, i);
         if (run->send_ns) run->send_ns[i] = now_ns();
         if (bus_send_one(s, ep, direct, &msg, i) != 0) s->failed++;
     }
+    s->sent = w + WARMUP + run->count;
     zsock_destroy(&direct);
+    bus_endpoint_flush(ep);
+    s->trace_dropped = bus_endpoint_trace_dropped(ep);
     bus_endpoint_destroy(&ep);
     return NULL;
 }
@@ -376,6 +387,7 @@ typedef struct {
     double p50_us, p90_us, p99_us, p999_us, max_us;
     int64_t lost;   // measured messages never seen (events: the PUB dropped them)
     int64_t bad;
+    int64_t trace_missing;   // commands whose trace copy the broker did not record (must be 0)
     bool ok;
 } result_t;
 
@@ -456,7 +468,14 @@ static void raw_side_stop(raw_side_t *r) {
     zsock_destroy(&r->pull);
 }
 
-static result_t run_one(path_t path, run_t *run, int64_t count, double rate) {
+// Messages the broker has taken in so far (events and trace copies), after taking what is queued.
+static int64_t broker_in(zactor_t *broker) {
+    uint64_t in = 0, published = 0, clients = 0;
+    if (zstr_send(broker, "STATS") != 0 || zsock_recv(broker, "888", &in, &published, &clients) != 0) return -1;
+    return (int64_t)in;
+}
+
+static result_t run_one(path_t path, run_t *run, zactor_t *broker, int64_t count, double rate) {
     static int runs;
     result_t res = {0};
     bool latency = rate > 0, raw = path == PATH_RAW || path == PATH_FRAMES;
@@ -467,6 +486,7 @@ static result_t run_one(path_t path, run_t *run, int64_t count, double rate) {
         exit(1);   // threads may be blocked on sockets: nothing to unwind safely
     }
     sender_t s = {.path = path, .run = run, .rate = rate, .id = runs};
+    int64_t in0 = raw ? 0 : broker_in(broker);
     int64_t cpu0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
     pthread_t tx;
     if (pthread_create(&tx, NULL, raw ? raw_sender : bus_sender, &s) != 0) {
@@ -481,7 +501,9 @@ static result_t run_one(path_t path, run_t *run, int64_t count, double rate) {
     res.cpu_ns_per_msg = got > 0 ? (double)(clock_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0) / (double)got : 0;
     res.lost = count - got;
     res.bad = atomic_load(&run->bad);
-    res.ok = s.failed == 0 && got > 0;
+    // Every command's trace copy (every event) reached the broker: the sender flushed and is gone.
+    if (path == PATH_COMMAND || path == PATH_EVENT) res.trace_missing = s.sent - (broker_in(broker) - in0);
+    res.ok = s.failed == 0 && got > 0 && res.trace_missing == 0 && s.trace_dropped == 0;
     int64_t elapsed = atomic_load(&run->last_ns) - s.t0_ns;
     res.msgs_per_s = elapsed > 0 ? (double)got * 1e9 / (double)elapsed : 0;
     if (latency && got > 0) {
@@ -505,12 +527,15 @@ static void print_tput(path_t path, const result_t *r) {
     printf("  %-12s %-46s %10.0f msg/s  %5.2f µs CPU/msg%s", path_label[path], path_names[path], r->msgs_per_s,
            r->cpu_ns_per_msg / 1000.0, r->ok ? "" : "  (FAILED)");
     if (r->lost || r->bad) printf("  lost=%" PRId64 " bad=%" PRId64, r->lost, r->bad);
+    if (r->trace_missing) printf("  not traced=%" PRId64, r->trace_missing);
     printf("\n");
 }
 
 static void print_lat(path_t path, const result_t *r) {
-    printf("  %-12s %-46s p50 %6.1f  p90 %6.1f  p99 %7.1f  p99.9 %7.1f  max %8.1f µs%s\n", path_label[path],
+    printf("  %-12s %-46s p50 %6.1f  p90 %6.1f  p99 %7.1f  p99.9 %7.1f  max %8.1f µs%s", path_label[path],
            path_names[path], r->p50_us, r->p90_us, r->p99_us, r->p999_us, r->max_us, r->ok ? "" : "  (FAILED)");
+    if (r->trace_missing) printf("  not traced=%" PRId64, r->trace_missing);
+    printf("\n");
 }
 
 // Figures for the results, to `places` decimals.
@@ -688,13 +713,13 @@ int main(int argc, char **argv) {
     printf("throughput\n");
     for (int p = 0; p < PATH_COUNT; p++) {
         if (o.only >= 0 && o.only != p) continue;
-        tput[p] = run_one((path_t)p, &run, o.messages, 0);
+        tput[p] = run_one((path_t)p, &run, broker, o.messages, 0);
         print_tput((path_t)p, &tput[p]);
     }
     printf("latency (one way, %.0f msg/s)\n", o.rate);
     for (int p = 0; p < PATH_COUNT; p++) {
         if (o.only >= 0 && o.only != p) continue;
-        lat[p] = run_one((path_t)p, &run, o.lat_messages, o.rate);
+        lat[p] = run_one((path_t)p, &run, broker, o.lat_messages, o.rate);
         print_lat((path_t)p, &lat[p]);
     }
     run_reset(&run, 0, false);

@@ -1,9 +1,11 @@
 // bus/broker.c — the bus broker actor: fan-out of published messages, and the trace.
 //
 // Sockets (all owned by the actor thread):
-//   in       PULL bound at BUS_IN: every endpoint PUSHes what it publishes here.
-//   out      PUB  bound at BUS_OUT: everything from `in` is republished here, unchanged.
-//   trace_in PULL bound at BUS_TRACE: copies of commands sent inbox to inbox (recorded only).
+//   in       PULL bound at BUS_IN: every endpoint PUSHes what it publishes here, and the batches
+//            of trace copies of the commands it sent inbox to inbox ([BUS_TRACE_BATCH, records],
+//            bus/bus.h): one queue per sender, so each sender's messages are recorded in order.
+//   out      PUB  bound at BUS_OUT: every event from `in` is republished here, unchanged; the
+//            batches are recorded only.
 //   router   ROUTER bound at trace.endpoint: `sweetyctl trace` clients (DEALER) connect here.
 //
 // What the trace keeps is raw frames (topic + msgpack body): the broker never decodes. Messages
@@ -71,7 +73,7 @@ typedef struct {
 
 typedef struct {
     zsock_t *pipe;
-    zsock_t *in, *out, *trace_in, *router;
+    zsock_t *in, *out, *router;
     logger_t log;
     char *trace_endpoint;
     bool owns_file;          // we bound an ipc socket file: remove it when we stop
@@ -89,7 +91,7 @@ typedef struct {
     client_t clients[BUS_TRACE_CLIENTS_MAX];
     size_t client_count;
 
-    uint64_t msgs_in;        // received on `in` and `trace_in`
+    uint64_t msgs_in;        // received on `in`: events, and trace copies (each one counts)
     uint64_t msgs_published; // republished on `out`
     bool terminated;
 } broker_t;
@@ -182,7 +184,6 @@ static void broker_destroy(broker_t **self_p) {
     if (!self) return;
     zsock_destroy(&self->router);
     remove_file(self);
-    zsock_destroy(&self->trace_in);
     zsock_destroy(&self->out);
     zsock_destroy(&self->in);
     for (size_t i = 0; i < self->pinned_count; i++) free(self->pinned[i]);
@@ -230,15 +231,11 @@ static broker_t *broker_new(zsock_t *pipe, const bus_broker_args_t *args) {
     }
     self->in = new_socket(ZMQ_PULL, 0);
     self->out = new_socket(ZMQ_PUB, 0);
-    self->trace_in = new_socket(ZMQ_PULL, 0);
-    bool ok = self->in && self->out && self->trace_in;
+    bool ok = self->in && self->out;
     if (ok) {
         zsock_set_rcvhwm(self->in, BUS_HWM);
         zsock_set_sndhwm(self->out, BUS_HWM);
-        zsock_set_rcvhwm(self->trace_in, BUS_HWM);
-        ok = bind_endpoint(self->in, BUS_IN, &self->log) == 0 &&
-             bind_endpoint(self->out, BUS_OUT, &self->log) == 0 &&
-             bind_endpoint(self->trace_in, BUS_TRACE, &self->log) == 0;
+        ok = bind_endpoint(self->in, BUS_IN, &self->log) == 0 && bind_endpoint(self->out, BUS_OUT, &self->log) == 0;
     }
     if (!ok) broker_destroy(&self);
     return self;
@@ -313,6 +310,7 @@ static bool client_pump(broker_t *self, client_t *c) {
 }
 
 static void pump_all(broker_t *self) {
+    if (self->client_count == 0) return;
     for (size_t i = 0; i < BUS_TRACE_CLIENTS_MAX; i++)
         if (self->clients[i].used) client_pump(self, &self->clients[i]);
 }
@@ -392,8 +390,7 @@ static void on_trace_request(broker_t *self) {
 // Copies a message into `old` (an entry leaving the ring, or NULL), which is reused when it is big
 // enough and reallocated otherwise: the ring turns over once per message, and a malloc and a free
 // for each showed in profiles. NULL when out of memory, `old` then untouched.
-static entry_t *entry_fill(entry_t *old, zmq_msg_t *topic, zmq_msg_t *body) {
-    size_t tl = zmq_msg_size(topic), bl = zmq_msg_size(body);
+static entry_t *entry_fill(entry_t *old, const void *topic, size_t tl, const void *body, size_t bl) {
     entry_t *e = old;
     if (!e || e->capacity < tl + bl) {
         e = realloc(old, sizeof *e + tl + bl);
@@ -402,15 +399,17 @@ static entry_t *entry_fill(entry_t *old, zmq_msg_t *topic, zmq_msg_t *body) {
     }
     e->topic_len = tl;
     e->body_len = bl;
-    if (tl) memcpy(e->data, zmq_msg_data(topic), tl);
-    if (bl) memcpy(e->data + tl, zmq_msg_data(body), bl);
+    if (tl) memcpy(e->data, topic, tl);
+    if (bl) memcpy(e->data + tl, body, bl);
     return e;
 }
 
-static void record(broker_t *self, zmq_msg_t *topic, zmq_msg_t *body) {
+// Keeps one message for the trace and sends it on to the clients that are waiting for it.
+static void record(broker_t *self, const void *topic, size_t tl, const void *body, size_t bl) {
+    self->msgs_in++;
     bool pin = !self->startup_done && self->pinned_count < BUS_TRACE_STARTUP_MAX;
     entry_t **slot = pin ? &self->pinned[self->pinned_count] : &self->ring[self->ring_end % self->keep];
-    entry_t *e = entry_fill(pin ? NULL : *slot, topic, body);
+    entry_t *e = entry_fill(pin ? NULL : *slot, topic, tl, body, bl);
     if (!e) {
         log_error(&self->log, "trace_record_failed", "error=\"out of memory\"");
         return;
@@ -421,10 +420,29 @@ static void record(broker_t *self, zmq_msg_t *topic, zmq_msg_t *body) {
     pump_all(self);
 }
 
-// Takes one waiting message from `sock` without blocking: records it for the trace and, when
-// `publish`, republishes it. False when nothing was waiting.
-static bool take_one(broker_t *self, zsock_t *sock, bool publish) {
-    void *h = zsock_resolve(sock);
+// The trace copies of one endpoint's commands, in the order it sent them. A malformed batch (it
+// never comes from our endpoints) keeps what came before the fault, and is logged.
+static void record_batch(broker_t *self, zmq_msg_t *batch) {
+    const void *data = zmq_msg_data(batch);
+    size_t len = zmq_msg_size(batch), pos = 0;
+    bus_record_t r;
+    int rc;
+    while ((rc = bus_batch_next(data, len, &pos, &r)) == 1) record(self, r.topic, r.topic_len, r.body, r.body_len);
+    if (rc != 0) {
+        self->msgs_in++;
+        log_warn(&self->log, "trace_batch_malformed", "offset=%zu bytes=%zu", pos, len);
+    }
+}
+
+static bool is_batch(zmq_msg_t *topic) {
+    return zmq_msg_size(topic) == sizeof BUS_TRACE_BATCH - 1 &&
+           memcmp(zmq_msg_data(topic), BUS_TRACE_BATCH, sizeof BUS_TRACE_BATCH - 1) == 0;
+}
+
+// Takes one waiting message from `in` without blocking: an event is recorded for the trace and
+// republished, a batch of trace copies is recorded. False when nothing was waiting.
+static bool take_one(broker_t *self) {
+    void *h = zsock_resolve(self->in);
     zmq_msg_t topic, body;
     zmq_msg_init(&topic);
     zmq_msg_init(&body);
@@ -433,7 +451,6 @@ static bool take_one(broker_t *self, zsock_t *sock, bool publish) {
         zmq_msg_close(&body);
         return false;
     }
-    self->msgs_in++;
     bool well_formed = zmq_msg_more(&topic) && zmq_msg_recv(&body, h, 0) != -1 && !zmq_msg_more(&body);
     if (!well_formed) {
         // Not [topic, body]: consume the rest, drop it.
@@ -444,30 +461,26 @@ static bool take_one(broker_t *self, zsock_t *sock, bool publish) {
             more = zmq_msg_recv(&extra, h, 0) != -1 && zmq_msg_more(&extra);
             zmq_msg_close(&extra);
         }
+        self->msgs_in++;
         log_warn(&self->log, "bus_message_malformed", "reason=\"not two frames\"");
+    } else if (is_batch(&topic)) {
+        record_batch(self, &body);
     } else {
-        record(self, &topic, &body);   // before sending: a sent zmq_msg_t is emptied
-        if (publish) {
-            void *out = zsock_resolve(self->out);
-            if (zmq_msg_send(&topic, out, ZMQ_SNDMORE | ZMQ_DONTWAIT) != -1 &&
-                zmq_msg_send(&body, out, ZMQ_DONTWAIT) != -1)
-                self->msgs_published++;
-        }
+        // recorded before sending: a sent zmq_msg_t is emptied
+        record(self, zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&body), zmq_msg_size(&body));
+        void *out = zsock_resolve(self->out);
+        if (zmq_msg_send(&topic, out, ZMQ_SNDMORE | ZMQ_DONTWAIT) != -1 && zmq_msg_send(&body, out, ZMQ_DONTWAIT) != -1)
+            self->msgs_published++;
     }
     zmq_msg_close(&topic);
     zmq_msg_close(&body);
     return true;
 }
 
-// Takes up to `limit` messages from each input, alternating so neither starves the other. An input
-// found empty is not asked again in this round (a receive that finds nothing costs system calls;
-// what arrives later wakes the poll again).
+// Takes up to `limit` waiting messages (a bound, so the pipe and the trace clients are served).
 static void drain(broker_t *self, size_t limit) {
-    bool in_open = true, trace_open = true;
-    for (size_t n = 0; n < limit && (in_open || trace_open); n++) {
-        if (in_open) in_open = take_one(self, self->in, true);
-        if (trace_open) trace_open = take_one(self, self->trace_in, false);
-    }
+    size_t n = 0;
+    while (n < limit && take_one(self)) n++;
 }
 
 // ---- the pipe ---------------------------------------------------------------------------------
@@ -505,10 +518,9 @@ static void broker_loop(broker_t *self) {
     zmq_pollitem_t items[] = {
         {zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->in), 0, ZMQ_POLLIN, 0},
-        {zsock_resolve(self->trace_in), 0, ZMQ_POLLIN, 0},
         {self->router ? zsock_resolve(self->router) : NULL, 0, ZMQ_POLLIN, 0},
     };
-    int nitems = self->router ? 4 : 3;
+    int nitems = self->router ? 3 : 2;
     while (!self->terminated) {
         long timeout = any_behind(self) ? BEHIND_RETRY_MS : -1;
         if (zmq_poll(items, nitems, timeout) == -1) {
@@ -521,8 +533,8 @@ static void broker_loop(broker_t *self) {
             on_pipe(self);
             if (self->terminated) break;
         }
-        if (items[1].revents & ZMQ_POLLIN || items[2].revents & ZMQ_POLLIN) drain(self, DRAIN_BATCH);
-        if (nitems == 4 && items[3].revents & ZMQ_POLLIN) {
+        if (items[1].revents & ZMQ_POLLIN) drain(self, DRAIN_BATCH);
+        if (nitems == 3 && items[2].revents & ZMQ_POLLIN) {
             for (int i = 0; i < DRAIN_BATCH && (zsock_events(self->router) & ZMQ_POLLIN); i++)
                 on_trace_request(self);
         }

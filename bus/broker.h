@@ -1,5 +1,6 @@
 // bus/broker.h — the bus broker actor: receives every published message (BUS_IN), republishes it
-// to subscribers (BUS_OUT), receives command copies (BUS_TRACE), and serves the trace.
+// to subscribers (BUS_OUT), receives on the same socket the batched copies of the commands actors
+// send each other inbox to inbox (recorded, not republished), and serves the trace.
 //
 // Trace: a ZeroMQ ROUTER bound at trace.endpoint. A client (bus/trace_client.h) connects a DEALER
 // and sends one frame "SUB" then a frame with a topic prefix ("" for all). The broker answers with
@@ -7,6 +8,12 @@
 // "startup done" command, pinned, up to BUS_TRACE_STARTUP_MAX) and then the last `keep` ones — then
 // live messages as they pass. Each message to a client is [topic, body]. A client that goes away
 // or cannot keep up is dropped; the bus itself never waits for a trace client.
+//
+// Order: the broker keeps each sender's messages, events and commands alike, in the order that
+// sender sent them (one queue per sender: its publish PUSH carries its batches too). A command
+// reaches the trace when its sender's batch does: at once when the sender next publishes, else
+// when the batch fills up or ages (bus/bus.h, bus_send_to), at the latest when the sender's loop
+// is about to wait (about a millisecond); interleaving between different senders follows arrival.
 #ifndef SWEETY_BROKER_H
 #define SWEETY_BROKER_H
 
@@ -29,7 +36,8 @@ typedef struct {
 // Pipe commands: "$TERM"; "STARTUP-DONE" (stops pinning start-up messages);
 // "STATS" -> replies with a picture "888" (messages in, published, trace clients).
 // Both STARTUP-DONE and STATS first take in every message already queued to the broker, so what a
-// thread published before the command was sent is pinned / counted. Messages published after it
+// thread published (or flushed: bus_endpoint_flush) before the command was sent is pinned /
+// counted; "messages in" counts every event and every trace copy. Messages published after it
 // may be pinned too until the broker has handled it; a STATS round trip after STARTUP-DONE is a
 // barrier when that matters (tests).
 void bus_broker_actor(zsock_t *pipe, void *args);

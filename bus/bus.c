@@ -7,11 +7,16 @@
 //
 // Body on the wire: a msgpack array [BUS_WIRE_VERSION, from, ts_us, field1, field2 ...].
 //
-// The decoder never trusts its input. msgpack-c allocates an array's element storage as soon as it
-// reads the array's header, so a 5-byte body announcing 4 billion elements would ask for ~100 GB.
-// Before handing a body to msgpack-c we therefore walk it once (scan_body): every container must
-// fit in the bytes that remain, every length must be in bounds, and the body must hold exactly one
-// object. What msgpack-c then builds is bounded by the size of the body. Strings must be valid
+// Encoding uses msgpack-c's packer, writing into the caller's buffer (bus_encode_to: no malloc
+// per message; BUS_BODY_MAX, derived from messages.def, bounds every body). Decoding reads the
+// body directly, in two passes and without allocating: scan_body first walks it once and checks
+// that it is exactly one well-formed msgpack object (every container fits in the bytes that
+// remain, every length is in bounds), so that a truncated or padded body is BUS_E_FORMAT whatever
+// its fields hold; then unpack_body reads the fields it expects in order and stops at the first
+// one of the wrong type, with no bounds checks left to make. (msgpack-c's own unpacker built an
+// object tree in an 8 KiB zone for every message: a malloc and a free per message in profiles,
+// and it allocates an array's storage as soon as it reads its header, which is why scan_body
+// came first in the first place.) The decoder never trusts its input. Strings must be valid
 // UTF-8 without NUL bytes (they become C strings and JSON strings), both when encoding and when
 // decoding, so what one side accepts the other side accepts too.
 //
@@ -19,10 +24,6 @@
 #include "bus/bus.h"
 
 #include <assert.h>
-// msgpack_sbuffer (inline in its header) first allocates this much: a body is a few hundred bytes
-// (its own default, 8 KiB, is past malloc's per-thread cache and showed in profiles); the rare
-// large body (http.reply, ws.events) grows by doubling.
-#define MSGPACK_SBUFFER_INIT_SIZE 256
 #include <msgpack.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -63,13 +64,15 @@ typedef struct {
 
 typedef struct {
     const char *topic;
+    size_t topic_len;
     const field_desc_t *(*fields)(size_t *count);
     size_t size;   // of its struct: what a decoder writes of bus_msg_t.u
 } type_desc_t;
 
 static const type_desc_t types[BUS_TYPE_COUNT] = {
-    [BUS_NONE] = {NULL, NULL, 0},
-#define BUS_MESSAGE(ID, topic, name, fields) [BUS_##ID] = {topic, fields_of_##name, sizeof(bus_##name##_t)},
+    [BUS_NONE] = {NULL, 0, NULL, 0},
+#define BUS_MESSAGE(ID, topic, name, fields) \
+    [BUS_##ID] = {topic, sizeof(topic) - 1, fields_of_##name, sizeof(bus_##name##_t)},
 #include "bus/messages.def"
 #undef BUS_MESSAGE
 };
@@ -86,8 +89,9 @@ const char *bus_type_topic(bus_type_t type) {
 
 bus_type_t bus_type_from_topic(const char *topic) {
     if (!topic) return BUS_NONE;
-    for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)   // first bytes first: a decoder asks per message
-        if (types[t].topic[0] == topic[0] && strcmp(types[t].topic, topic) == 0) return (bus_type_t)t;
+    size_t n = strnlen(topic, BUS_TOPIC_MAX);
+    for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)   // lengths first: a decoder asks per message
+        if (types[t].topic_len == n && memcmp(types[t].topic, topic, n) == 0) return (bus_type_t)t;
     return BUS_NONE;
 }
 
@@ -117,8 +121,27 @@ void bus_msg_init(bus_msg_t *msg, bus_type_t type) {
 
 #define ALL_BYTES(b) (UINT64_C(0x0101010101010101) * (b))
 
+// True when every byte is 0x01..0x7f (most of our strings: ids, statuses), eight at a time, with
+// no branch per word: a byte with its high bit set, or a zero byte, leaves a bit in `bad`.
+static bool plain_ascii(const unsigned char *s, size_t n) {
+    uint64_t bad = 0, w;
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        memcpy(&w, s + i, sizeof w);
+        bad |= (w | ((w - ALL_BYTES(0x01)) & ~w)) & ALL_BYTES(0x80);
+    }
+    if (i < n && n >= 8) {   // the tail, as the last eight bytes (overlapping what was checked)
+        memcpy(&w, s + n - 8, sizeof w);
+        bad |= (w | ((w - ALL_BYTES(0x01)) & ~w)) & ALL_BYTES(0x80);
+    } else {
+        for (; i < n; i++) bad |= (uint64_t)(s[i] == 0 || s[i] >= 0x80);
+    }
+    return bad == 0;
+}
+
 // Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF, no NUL.
 static bool text_valid(const unsigned char *s, size_t n) {
+    if (plain_ascii(s, n)) return true;
     size_t i = 0;
     while (i < n) {
         if (n - i >= 8) {   // ASCII fast path: eight bytes at once while all are 0x01..0x7f
@@ -203,31 +226,55 @@ static int pack_field(msgpack_packer *pk, const field_desc_t *f, const char *bas
     return BUS_E_TYPE;
 }
 
-int bus_encode(const bus_msg_t *msg, char **buf, size_t *len) {
+// The packer's output: the caller's buffer, never grown (BUS_BODY_MAX bounds every body).
+typedef struct {
+    unsigned char *data;
+    size_t size;
+    size_t len;
+} out_buf_t;
+
+static int out_write(void *data, const char *buf, size_t len) {
+    out_buf_t *out = data;
+    if (len > out->size - out->len) return -1;
+    memcpy(out->data + out->len, buf, len);
+    out->len += len;
+    return 0;
+}
+
+int bus_encode_to(const bus_msg_t *msg, void *buf, size_t size, size_t *len) {
     assert(msg && buf && len);
     if (!type_valid(msg->type)) return BUS_E_TOPIC;
     size_t nfields;
     const field_desc_t *fields = types[msg->type].fields(&nfields);
     const char *base = (const char *)&msg->u;
 
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
+    out_buf_t out = {buf, size, 0};
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-
+    msgpack_packer_init(&pk, &out, out_write);
+    // A write refused for want of room is reported as BUS_E_NOMEM by the packing helpers; with
+    // the caller's buffer that means "too small".
     int rc = BUS_OK;
     if (msgpack_pack_array(&pk, 3 + nfields) != 0 || msgpack_pack_int(&pk, BUS_WIRE_VERSION) != 0)
         rc = BUS_E_NOMEM;
     if (rc == BUS_OK) rc = pack_text(&pk, msg->from, sizeof msg->from);
     if (rc == BUS_OK && msgpack_pack_int64(&pk, msg->ts_us) != 0) rc = BUS_E_NOMEM;
     for (size_t i = 0; rc == BUS_OK && i < nfields; i++) rc = pack_field(&pk, &fields[i], base);
+    if (rc == BUS_E_NOMEM) rc = BUS_E_RANGE;
+    if (rc == BUS_OK) *len = out.len;
+    return rc;
+}
 
-    if (rc != BUS_OK) {
-        msgpack_sbuffer_destroy(&sbuf);
-        return rc;
-    }
-    *len = sbuf.size;
-    *buf = msgpack_sbuffer_release(&sbuf);
+int bus_encode(const bus_msg_t *msg, char **buf, size_t *len) {
+    assert(msg && buf && len);
+    unsigned char body[BUS_BODY_MAX];
+    size_t n;
+    int rc = bus_encode_to(msg, body, sizeof body, &n);
+    if (rc != BUS_OK) return rc;
+    char *copy = malloc(n);
+    if (!copy) return BUS_E_NOMEM;
+    memcpy(copy, body, n);
+    *buf = copy;
+    *len = n;
     return BUS_OK;
 }
 
@@ -300,73 +347,152 @@ static bool scan_body(const unsigned char *buf, size_t len) {
     return pos == len;
 }
 
-static int unpack_text(const msgpack_object *o, char *dst, size_t size) {
-    if (o->type != MSGPACK_OBJECT_STR) return BUS_E_TYPE;
-    size_t n = o->via.str.size;
+// One msgpack object of a body that scan_body accepted: every length in it is within the body,
+// so the reader needs no bounds checks. Containers are entered (the cursor stops at their first
+// element); the decoder stops at the first value of a type it does not expect, so nothing is
+// ever skipped.
+typedef enum { VAL_OTHER, VAL_UINT, VAL_NINT, VAL_STR, VAL_BOOL, VAL_ARRAY } val_kind_t;
+
+typedef struct {
+    val_kind_t kind;
+    uint64_t u;                 // VAL_UINT; VAL_ARRAY: element count
+    int64_t i;                  // VAL_NINT
+    const unsigned char *str;   // VAL_STR
+    size_t len;                 // VAL_STR
+    bool b;                     // VAL_BOOL
+} val_t;
+
+// A signed msgpack integer: as msgpack-c does, one that is not negative counts as unsigned.
+static void signed_val(val_t *v, int64_t x) {
+    if (x < 0) {
+        v->kind = VAL_NINT;
+        v->i = x;
+    } else {
+        v->kind = VAL_UINT;
+        v->u = (uint64_t)x;
+    }
+}
+
+static void str_val(val_t *v, const unsigned char **p, size_t lenbytes) {
+    v->kind = VAL_STR;
+    v->len = (size_t)read_be(*p, lenbytes);
+    v->str = *p + lenbytes;
+    *p = v->str + v->len;
+}
+
+static void read_val(const unsigned char **p, val_t *v) {
+    unsigned char b = *(*p)++;
+    v->kind = VAL_OTHER;
+    if (b <= 0x7f) {
+        v->kind = VAL_UINT;
+        v->u = b;
+    } else if (b >= 0xe0) {
+        signed_val(v, (int8_t)b);
+    } else if (b >= 0xa0 && b <= 0xbf) {
+        v->kind = VAL_STR;
+        v->len = b & 0x1fu;
+        v->str = *p;
+        *p += v->len;
+    } else if (b >= 0x90 && b <= 0x9f) {
+        v->kind = VAL_ARRAY;
+        v->u = b & 0x0fu;
+    } else {
+        switch (b) {
+        case 0xc2: case 0xc3: v->kind = VAL_BOOL; v->b = b == 0xc3; break;
+        case 0xcc: v->kind = VAL_UINT; v->u = read_be(*p, 1); *p += 1; break;
+        case 0xcd: v->kind = VAL_UINT; v->u = read_be(*p, 2); *p += 2; break;
+        case 0xce: v->kind = VAL_UINT; v->u = read_be(*p, 4); *p += 4; break;
+        case 0xcf: v->kind = VAL_UINT; v->u = read_be(*p, 8); *p += 8; break;
+        case 0xd0: signed_val(v, (int8_t)read_be(*p, 1)); *p += 1; break;
+        case 0xd1: signed_val(v, (int16_t)read_be(*p, 2)); *p += 2; break;
+        case 0xd2: signed_val(v, (int32_t)read_be(*p, 4)); *p += 4; break;
+        case 0xd3: signed_val(v, (int64_t)read_be(*p, 8)); *p += 8; break;
+        case 0xd9: str_val(v, p, 1); break;
+        case 0xda: str_val(v, p, 2); break;
+        case 0xdb: str_val(v, p, 4); break;
+        case 0xdc: v->kind = VAL_ARRAY; v->u = read_be(*p, 2); *p += 2; break;
+        case 0xdd: v->kind = VAL_ARRAY; v->u = read_be(*p, 4); *p += 4; break;
+        default: break;   // nil, float, bin, ext, map: never what a field holds
+        }
+    }
+}
+
+static int unpack_text(const val_t *v, char *dst, size_t size) {
+    if (v->kind != VAL_STR) return BUS_E_TYPE;
+    size_t n = v->len;
     if (n >= size) return BUS_E_RANGE;
     if (n > 0) {
-        if (!text_valid((const unsigned char *)o->via.str.ptr, n)) return BUS_E_TYPE;
-        memcpy(dst, o->via.str.ptr, n);
+        if (!text_valid(v->str, n)) return BUS_E_TYPE;
+        memcpy(dst, v->str, n);
     }
     dst[n] = '\0';
     return BUS_OK;
 }
 
-static int unpack_i64(const msgpack_object *o, int64_t *out) {
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (o->via.u64 > (uint64_t)INT64_MAX) return BUS_E_RANGE;
-        *out = (int64_t)o->via.u64;
+static int unpack_i64(const val_t *v, int64_t *out) {
+    if (v->kind == VAL_UINT) {
+        if (v->u > (uint64_t)INT64_MAX) return BUS_E_RANGE;
+        *out = (int64_t)v->u;
         return BUS_OK;
     }
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        *out = o->via.i64;
+    if (v->kind == VAL_NINT) {
+        *out = v->i;
         return BUS_OK;
     }
     return BUS_E_TYPE;
 }
 
-static int unpack_field(const msgpack_object *o, const field_desc_t *f, char *base) {
+static int unpack_field(const val_t *v, const field_desc_t *f, char *base) {
     char *p = base + f->offset;
     switch (f->kind) {
     case FIELD_STR:
     case FIELD_PII:
-        return unpack_text(o, p, f->size);
+        return unpack_text(v, p, f->size);
     case FIELD_I64: {
-        int64_t v;
-        int rc = unpack_i64(o, &v);
-        if (rc == BUS_OK) memcpy(p, &v, sizeof v);
+        int64_t x;
+        int rc = unpack_i64(v, &x);
+        if (rc == BUS_OK) memcpy(p, &x, sizeof x);
         return rc;
     }
     case FIELD_BOOL: {
-        if (o->type != MSGPACK_OBJECT_BOOLEAN) return BUS_E_TYPE;
-        bool v = o->via.boolean;
-        memcpy(p, &v, sizeof v);
+        if (v->kind != VAL_BOOL) return BUS_E_TYPE;
+        memcpy(p, &v->b, sizeof v->b);
         return BUS_OK;
     }
     }
     return BUS_E_TYPE;
 }
 
-static int unpack_body(const msgpack_object *root, bus_type_t type, bus_msg_t *out) {
+// Decodes a body scan_body accepted into *out (which may be left half-filled on error).
+static int unpack_body(const unsigned char *p, bus_type_t type, bus_msg_t *out) {
     size_t nfields;
     const field_desc_t *fields = types[type].fields(&nfields);
-    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0) return BUS_E_FORMAT;
-    const msgpack_object *items = root->via.array.ptr;
+    val_t v;
+    read_val(&p, &v);
+    if (v.kind != VAL_ARRAY || v.u == 0) return BUS_E_FORMAT;
+    uint64_t items = v.u;
 
     // The version comes first: a newer sender may well have a different number of fields.
-    const msgpack_object *v = &items[0];
-    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return BUS_E_VERSION;
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return BUS_E_TYPE;
-    if (v->via.u64 != BUS_WIRE_VERSION) return BUS_E_VERSION;
-    if (root->via.array.size != 3 + nfields) return BUS_E_FORMAT;
+    read_val(&p, &v);
+    if (v.kind == VAL_NINT) return BUS_E_VERSION;
+    if (v.kind != VAL_UINT) return BUS_E_TYPE;
+    if (v.u != BUS_WIRE_VERSION) return BUS_E_VERSION;
+    if (items != 3 + nfields) return BUS_E_FORMAT;
 
     // Only the header and this type's member: the whole union is several KiB (http.reply).
     memset(out, 0, offsetof(bus_msg_t, u) + types[type].size);
     out->type = type;
-    int rc = unpack_text(&items[1], out->from, sizeof out->from);
-    if (rc == BUS_OK) rc = unpack_i64(&items[2], &out->ts_us);
+    read_val(&p, &v);
+    int rc = unpack_text(&v, out->from, sizeof out->from);
+    if (rc == BUS_OK) {
+        read_val(&p, &v);
+        rc = unpack_i64(&v, &out->ts_us);
+    }
     char *base = (char *)&out->u;
-    for (size_t i = 0; rc == BUS_OK && i < nfields; i++) rc = unpack_field(&items[3 + i], &fields[i], base);
+    for (size_t i = 0; rc == BUS_OK && i < nfields; i++) {
+        read_val(&p, &v);
+        rc = unpack_field(&v, &fields[i], base);
+    }
     return rc;
 }
 
@@ -375,23 +501,31 @@ int bus_decode(const char *topic, const void *buf, size_t len, bus_msg_t *msg) {
     bus_type_t type = bus_type_from_topic(topic);
     if (type == BUS_NONE) return BUS_E_TOPIC;
     if (!buf || len == 0 || !scan_body(buf, len)) return BUS_E_FORMAT;
-
-    msgpack_unpacked unpacked;
-    msgpack_unpacked_init(&unpacked);
-    size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&unpacked, buf, len, &off);
-    int rc;
-    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-        rc = BUS_E_NOMEM;
-    } else if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
-        rc = BUS_E_FORMAT;   // e.g. nested deeper than msgpack-c's stack
-    } else {
-        bus_msg_t tmp;
-        rc = unpack_body(&unpacked.data, type, &tmp);
-        if (rc == BUS_OK) memcpy(msg, &tmp, offsetof(bus_msg_t, u) + types[type].size);
-    }
-    msgpack_unpacked_destroy(&unpacked);
+    bus_msg_t tmp;
+    int rc = unpack_body(buf, type, &tmp);
+    if (rc == BUS_OK) memcpy(msg, &tmp, offsetof(bus_msg_t, u) + types[type].size);
     return rc;
+}
+
+// ---- trace batches ----------------------------------------------------------------------------
+
+int bus_batch_next(const void *batch, size_t len, size_t *pos, bus_record_t *rec) {
+    assert(pos && rec);
+    const unsigned char *p = batch;
+    size_t at = *pos;
+    if (at >= len) return 0;
+    if (len - at < BUS_TRACE_RECORD_HEAD) return BUS_E_FORMAT;
+    size_t tl = p[at];
+    if (tl == 0 || tl > BUS_TRACE_TOPIC_MAX || len - at - BUS_TRACE_RECORD_HEAD < tl) return BUS_E_FORMAT;
+    size_t bl = (size_t)read_be(p + at + 1 + tl, 4);
+    size_t head = BUS_TRACE_RECORD_HEAD + tl;
+    if (len - at - head < bl) return BUS_E_FORMAT;
+    rec->topic = p + at + 1;
+    rec->topic_len = tl;
+    rec->body = p + at + head;
+    rec->body_len = bl;
+    *pos = at + head + bl;
+    return 1;
 }
 
 // ---- trace JSON -------------------------------------------------------------------------------

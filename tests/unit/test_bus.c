@@ -1,7 +1,8 @@
 // tests/unit/test_bus.c — the bus: the catalogue's codec (every message type, generated from
 // bus/messages.def so a new type is covered the day it is added), hostile bodies, the trace JSON,
-// and the real sockets: endpoints through a running broker, inboxes, and the trace served on an
-// ipc endpoint in a temporary directory. Tests wait for conditions with deadlines, never sleep.
+// and the real sockets: endpoints through a running broker, inboxes, the trace served on an ipc
+// endpoint in a temporary directory, and the batches of trace copies (each sender's order kept,
+// flushed by the actor loop before it waits). Tests wait for conditions with deadlines, never sleep.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "actors/actor.h"
 #include "bus/broker.h"
 #include "bus/bus.h"
 #include "bus/trace_client.h"
@@ -672,10 +674,15 @@ static void test_send_to_delivers_to_inbox_and_trace(void **state) {
     assert_string_equal(got.from, "cmd-a");
     assert_true(got.u.actor_ping.nonce == 77);
 
-    // the copy for the trace reached the broker, and was not republished
+    // the copy for the trace waits in the sender's batch until it is flushed, then reaches the
+    // broker, and is not republished
+    assert_int_equal(bus_endpoint_trace_pending(a), 1);
+    assert_int_equal(bus_endpoint_flush(a), BUS_OK);
+    assert_int_equal(bus_endpoint_trace_pending(a), 0);
     stats_t s = broker_stats(broker);
     assert_true(s.in == in_before + 1);
     assert_true(s.published == in_before);
+    assert_int_equal(bus_endpoint_trace_dropped(a), 0);
 
     // a command to an actor whose inbox does not exist yet waits for it
     assert_int_equal(bus_send_to(a, "cmd-late", &msg, 1000), BUS_OK);
@@ -822,7 +829,7 @@ static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
     // then more than `keep` messages; one of the last is a body that does not decode
     for (int64_t seq = 1; seq <= 45; seq++) publish_status(ep, seq);
     assert_int_equal(broker_stats(broker).in, 50);
-    zsock_t *raw = zsock_new_push(">" BUS_TRACE);
+    zsock_t *raw = zsock_new_push(">" BUS_IN);
     assert_non_null(raw);
     zsock_send(raw, "sb", "booking.status", "\x93\x01", (size_t)2);
     int64_t deadline = util_monotonic_ms() + WAIT_MS;
@@ -1000,6 +1007,296 @@ static void test_slow_trace_client_never_blocks_the_bus(void **state) {
     remove_temp_dir(dir);
 }
 
+// ---- trace copies: batches, order, flushing ----------------------------------------------------
+
+// A trace client of our own (a DEALER, as trace_client.c connects), subscribed to `prefix`.
+static zsock_t *trace_subscribe(const char *endpoint, const char *prefix) {
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    assert_non_null(dealer);
+    zsock_set_linger(dealer, 0);
+    assert_int_equal(zsock_connect(dealer, "%s", endpoint), 0);
+    assert_int_equal(zsock_send(dealer, "ss", "SUB", prefix), 0);
+    return dealer;
+}
+
+// The next message the trace sends (PINGs skipped), decoded; false when none came in time.
+static bool next_traced(zsock_t *dealer, int timeout_ms, bus_msg_t *msg) {
+    int64_t deadline = util_monotonic_ms() + timeout_ms;
+    while (readable(dealer, (int)(deadline - util_monotonic_ms() > 0 ? deadline - util_monotonic_ms() : 0))) {
+        zmsg_t *m = zmsg_recv(dealer);
+        assert_non_null(m);
+        if (zmsg_size(m) == 1) {   // PING
+            zmsg_destroy(&m);
+            continue;
+        }
+        assert_int_equal(zmsg_size(m), 2);
+        char *topic = zmsg_popstr(m);
+        zframe_t *body = zmsg_pop(m);
+        assert_int_equal(bus_decode(topic, zframe_data(body), zframe_size(body), msg), BUS_OK);
+        zstr_free(&topic);
+        zframe_destroy(&body);
+        zmsg_destroy(&m);
+        return true;
+    }
+    return false;
+}
+
+static int send_ping(bus_endpoint_t *from, const char *target, int64_t nonce) {
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_ACTOR_PING);
+    snprintf(msg.u.actor_ping.target, sizeof msg.u.actor_ping.target, "%s", target);
+    msg.u.actor_ping.nonce = nonce;
+    return bus_send_to(from, target, &msg, 1000);
+}
+
+// The number a traced message carries: a command's nonce, an event's seq.
+static int64_t traced_number(const bus_msg_t *msg) {
+    if (msg->type == BUS_ACTOR_PING) return msg->u.actor_ping.nonce;
+    if (msg->type == BUS_BOOKING_STATUS) return msg->u.booking_status.seq;
+    fail_msg("unexpected topic %s in the trace", bus_type_topic(msg->type));
+    return -1;
+}
+
+static void drain_inbox(bus_endpoint_t *ep) {
+    bus_msg_t got;
+    zsock_t *inbox = bus_endpoint_inbox(ep);
+    while (readable(inbox, 0)) assert_int_equal(bus_endpoint_recv(ep, inbox, &got), BUS_OK);
+}
+
+static void test_trace_batches_copies_until_full_old_or_flushed(void **state) {
+    (void)state;
+    zactor_t *broker = start_broker(NULL, 1000);
+    bus_endpoint_t *a = bus_endpoint_new("batch-a", NULL);
+    bus_endpoint_t *b = bus_endpoint_new("batch-b", NULL);   // where the commands go
+    assert_non_null(a);
+    assert_non_null(b);
+    uint64_t in;
+
+    // full: the copy that fills the batch sends it (a batch that aged meanwhile, on a busy
+    // machine, went early: then the round is tried again)
+    bool filled = false;
+    for (int round = 0; round < 50 && !filled; round++) {
+        drain_inbox(b);
+        for (int i = 1; i < BUS_TRACE_BATCH_MAX; i++) assert_int_equal(send_ping(a, "batch-b", i), BUS_OK);
+        filled = bus_endpoint_trace_pending(a) == BUS_TRACE_BATCH_MAX - 1;
+        if (!filled) {
+            assert_int_equal(bus_endpoint_flush(a), BUS_OK);
+            continue;
+        }
+        assert_int_equal(send_ping(a, "batch-b", BUS_TRACE_BATCH_MAX), BUS_OK);
+        assert_int_equal(bus_endpoint_trace_pending(a), 0);
+    }
+    assert_true(filled);
+    in = broker_stats(broker).in;
+
+    // old: a command finding the batch older than BUS_TRACE_BATCH_AGE_US sends it
+    assert_int_equal(send_ping(a, "batch-b", 1), BUS_OK);
+    int64_t t0 = util_now_us();
+    while (util_now_us() - t0 <= BUS_TRACE_BATCH_AGE_US) zclock_sleep(1);
+    assert_int_equal(send_ping(a, "batch-b", 2), BUS_OK);
+    assert_int_equal(bus_endpoint_trace_pending(a), 0);
+    in += 2;
+    assert_true(broker_stats(broker).in == in);
+
+    // publishing: the copies go first, then the event; flushing an empty batch sends nothing
+    assert_int_equal(send_ping(a, "batch-b", 3), BUS_OK);
+    publish_status(a, 4);
+    assert_int_equal(bus_endpoint_trace_pending(a), 0);
+    in += 2;
+    assert_true(broker_stats(broker).in == in);
+    assert_int_equal(bus_endpoint_flush(a), BUS_OK);
+    assert_true(broker_stats(broker).in == in);
+
+    // destroying the endpoint sends what is left
+    assert_int_equal(send_ping(a, "batch-b", 5), BUS_OK);
+    assert_int_equal(bus_endpoint_trace_dropped(a), 0);
+    bus_endpoint_destroy(&a);
+    int64_t deadline = util_monotonic_ms() + WAIT_MS;
+    while (broker_stats(broker).in != in + 1 && util_monotonic_ms() < deadline) zclock_sleep(5);
+    assert_true(broker_stats(broker).in == in + 1);
+
+    bus_endpoint_destroy(&b);
+    zactor_destroy(&broker);
+}
+
+static void test_trace_keeps_each_senders_order(void **state) {
+    (void)state;
+    char dir[64], endpoint[128];
+    make_temp_dir(dir, sizeof dir);
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
+    zactor_t *broker = start_broker(endpoint, 1000);
+    bus_endpoint_t *a = bus_endpoint_new("order-a", NULL);
+    bus_endpoint_t *b = bus_endpoint_new("order-b", NULL);
+    bus_endpoint_t *other = bus_endpoint_new("order-other", NULL);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(other);
+    assert_int_equal(zstr_send(broker, "STARTUP-DONE"), 0);
+
+    // commands and events from one sender, mixed, across more than one full batch, while another
+    // sender publishes in between; then a client that connects late and reads everything
+    const int64_t n = 3 * BUS_TRACE_BATCH_MAX + 17;
+    for (int64_t i = 1; i <= n; i++) {
+        if (i % 7 == 0) publish_status(a, i);
+        else assert_int_equal(send_ping(a, "order-b", i), BUS_OK);
+        if (i % 50 == 0) publish_status(other, -i);
+    }
+    assert_int_equal(bus_endpoint_flush(a), BUS_OK);
+    zsock_t *dealer = trace_subscribe(endpoint, "");
+    int64_t expect = 1;
+    bus_msg_t msg;
+    while (expect <= n && next_traced(dealer, WAIT_MS, &msg)) {
+        if (strcmp(msg.from, "order-other") == 0) continue;
+        assert_string_equal(msg.from, "order-a");
+        assert_true(traced_number(&msg) == expect);
+        assert_int_equal(msg.type, expect % 7 == 0 ? BUS_BOOKING_STATUS : BUS_ACTOR_PING);
+        expect++;
+    }
+    assert_true(expect == n + 1);
+
+    // live: a command flushed reaches a connected client at once (the other sender's last events
+    // may still come: queues of different senders interleave as they arrive)
+    assert_int_equal(send_ping(a, "order-b", n + 1), BUS_OK);
+    while (next_traced(dealer, 50, &msg)) assert_string_equal(msg.from, "order-other");   // a's: batched
+    assert_int_equal(bus_endpoint_flush(a), BUS_OK);
+    assert_true(next_traced(dealer, WAIT_MS, &msg));
+    assert_string_equal(msg.from, "order-a");
+    assert_true(traced_number(&msg) == n + 1);
+
+    zsock_destroy(&dealer);
+    bus_endpoint_destroy(&other);
+    bus_endpoint_destroy(&b);
+    bus_endpoint_destroy(&a);
+    zactor_destroy(&broker);
+    remove_temp_dir(dir);
+}
+
+// Appends one trace record to `batch` (bus_batch_next's format).
+static size_t put_record(unsigned char *batch, size_t at, const char *topic, const void *body, size_t len) {
+    size_t tl = strlen(topic);
+    batch[at] = (unsigned char)tl;
+    memcpy(batch + at + 1, topic, tl);
+    batch[at + 1 + tl] = (unsigned char)(len >> 24);
+    batch[at + 2 + tl] = (unsigned char)(len >> 16);
+    batch[at + 3 + tl] = (unsigned char)(len >> 8);
+    batch[at + 4 + tl] = (unsigned char)len;
+    memcpy(batch + at + 5 + tl, body, len);
+    return at + 5 + tl + len;
+}
+
+static void test_trace_batches_are_never_trusted(void **state) {
+    (void)state;
+    unsigned char batch[256];
+    size_t len = put_record(batch, 0, "actor.ping", "\x91\x01", 2);
+    len = put_record(batch, len, "x", "", 0);
+    size_t pos = 0;
+    bus_record_t r;
+    assert_int_equal(bus_batch_next(batch, len, &pos, &r), 1);
+    assert_true(r.topic_len == 10 && memcmp(r.topic, "actor.ping", 10) == 0 && r.body_len == 2);
+    assert_int_equal(bus_batch_next(batch, len, &pos, &r), 1);
+    assert_true(r.topic_len == 1 && r.body_len == 0);
+    assert_int_equal(bus_batch_next(batch, len, &pos, &r), 0);
+    for (size_t cut = 1; cut < len; cut++) {   // every truncation is refused, never read past
+        pos = 0;
+        int rc;
+        while ((rc = bus_batch_next(batch, cut, &pos, &r)) == 1) {
+        }
+        if (cut != 17) assert_int_equal(rc, BUS_E_FORMAT);   // 17: the first record exactly
+    }
+    unsigned char bad[] = {0, 'a', 0, 0, 0, 0};   // empty topic
+    pos = 0;
+    assert_int_equal(bus_batch_next(bad, sizeof bad, &pos, &r), BUS_E_FORMAT);
+    bad[0] = 1;
+    bad[5] = 1;   // a body longer than the batch
+    pos = 0;
+    assert_int_equal(bus_batch_next(bad, sizeof bad, &pos, &r), BUS_E_FORMAT);
+
+    // through the broker: the good record before the fault is kept, nothing is republished
+    zactor_t *broker = start_broker(NULL, 1000);
+    stats_t before = broker_stats(broker);
+    zsock_t *raw = zsock_new_push(">" BUS_IN);
+    assert_non_null(raw);
+    assert_int_equal(zsock_send(raw, "sb", BUS_TRACE_BATCH, batch, len - 1), 0);
+    int64_t deadline = util_monotonic_ms() + WAIT_MS;
+    while (broker_stats(broker).in != before.in + 2 && util_monotonic_ms() < deadline) zclock_sleep(5);
+    stats_t after = broker_stats(broker);
+    assert_true(after.in == before.in + 2);   // one record, one malformed rest
+    assert_true(after.published == before.published);
+    zsock_destroy(&raw);
+    zactor_destroy(&broker);
+}
+
+// An actor (actors/actor.c) that sends a command for each command it handles, and one from a
+// timer of its own (a callback the loop runs, not one of the spec's handlers).
+static int relay_on_command(actor_ctx_t *ctx, void *state, const bus_msg_t *msg) {
+    (void)state;
+    bus_msg_t out;
+    bus_msg_init(&out, BUS_ACTOR_PING);
+    snprintf(out.u.actor_ping.target, sizeof out.u.actor_ping.target, "relay-sink");
+    out.u.actor_ping.nonce = msg->type == BUS_CALL_LOOKUP ? 100 : -1;
+    return bus_send_to(ctx->bus, "relay-sink", &out, 1000) == BUS_OK ? 0 : -1;
+}
+
+static int relay_own_timer(zloop_t *loop, int timer_id, void *arg) {
+    actor_ctx_t *ctx = arg;
+    bus_msg_t out;
+    bus_msg_init(&out, BUS_ACTOR_PING);
+    snprintf(out.u.actor_ping.target, sizeof out.u.actor_ping.target, "relay-sink");
+    out.u.actor_ping.nonce = 200;
+    return bus_send_to(ctx->bus, "relay-sink", &out, 1000) == BUS_OK ? 0 : -1;
+}
+
+static int relay_create(actor_ctx_t *ctx, void **state) {
+    *state = NULL;
+    return zloop_timer(ctx->loop, 300, 1, relay_own_timer, ctx) == -1 ? -1 : 0;
+}
+
+static const actor_spec_t relay_spec = {
+    .name = "relay",
+    .create = relay_create,
+    .on_command = relay_on_command,
+};
+
+static void test_actor_loop_flushes_trace_copies_before_waiting(void **state) {
+    (void)state;
+    char dir[64], endpoint[128];
+    make_temp_dir(dir, sizeof dir);
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
+    zactor_t *broker = start_broker(endpoint, 1000);
+    bus_endpoint_t *sink = bus_endpoint_new("relay-sink", NULL);
+    bus_endpoint_t *test = bus_endpoint_new("relay-test", NULL);
+    assert_non_null(sink);
+    assert_non_null(test);
+    config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.log_level = SLOG_WARN;
+    actor_args_t args = {.spec = &relay_spec, .cfg = &cfg};
+    zactor_t *relay = actor_start(actor_run, &args, "relay", &test_log);
+    assert_non_null(relay);
+    zsock_t *dealer = trace_subscribe(endpoint, "actor.ping");
+    assert_true(wait_for_clients(broker, 1));
+
+    // a command the relay sends from its handler: traced without anything else happening
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_CALL_LOOKUP);
+    assert_int_equal(bus_send_to(test, "relay", &msg, 1000), BUS_OK);
+    bool handler_copy = false, timer_copy = false;
+    while ((!handler_copy || !timer_copy) && next_traced(dealer, WAIT_MS, &msg)) {
+        assert_string_equal(msg.from, "relay");
+        handler_copy |= msg.u.actor_ping.nonce == 100;
+        timer_copy |= msg.u.actor_ping.nonce == 200;   // the relay's own timer, 300 ms after start
+    }
+    assert_true(handler_copy && timer_copy);
+    assert_true(readable(bus_endpoint_inbox(sink), WAIT_MS));
+
+    zsock_destroy(&dealer);
+    zactor_destroy(&relay);
+    bus_endpoint_destroy(&test);
+    bus_endpoint_destroy(&sink);
+    zactor_destroy(&broker);
+    remove_temp_dir(dir);
+}
+
 // A listening AF_UNIX socket at `path`, as another daemon would have. Returns its fd.
 static int listen_unix(const char *path) {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -1104,6 +1401,10 @@ int main(void) {
         cmocka_unit_test(test_trace_replays_startup_then_last_kept_then_live),
         cmocka_unit_test(test_trace_client_limit_and_departed_clients),
         cmocka_unit_test(test_slow_trace_client_never_blocks_the_bus),
+        cmocka_unit_test(test_trace_batches_copies_until_full_old_or_flushed),
+        cmocka_unit_test(test_trace_keeps_each_senders_order),
+        cmocka_unit_test(test_trace_batches_are_never_trusted),
+        cmocka_unit_test(test_actor_loop_flushes_trace_copies_before_waiting),
         cmocka_unit_test(test_trace_endpoint_in_use_is_not_hijacked),
         cmocka_unit_test(test_trace_client_reports_errors_and_idle),
     };
