@@ -84,8 +84,10 @@ void route_bookings(http_t *self, struct lws *wsi, session_t *s) {
     bus_msg_t msg;
     bus_msg_init(&msg, BUS_BOOKING_CREATE);
     bus_booking_create_t *c = &msg.u.booking_create;
-    if (s->idem_valid) COPY_FIELD(c->idem_key, s->idem_key);
-    booking_request_hash(body, s->body_len, c->request_hash);
+    if (s->idem_valid) {   // the hash only tells a retry from another request under the same key
+        COPY_FIELD(c->idem_key, s->idem_key);
+        booking_request_hash(body, s->body_len, c->request_hash);
+    }
     COPY_FIELD(c->name, req.name);
     COPY_FIELD(c->phone, req.phone);
     COPY_FIELD(c->email, req.email);

@@ -2,15 +2,17 @@
 // hand-over of API and webhook requests to the payments actor (VAPI's to the dialer).
 //
 // Threading. Everything in this file runs on one thread, the czmq actor thread, which runs the
-// libwebsockets service loop; no lws call is made from anywhere else. Debian's lws 4.1.6 has no
-// external-poll hook, so ZeroMQ is brought into lws's poll set instead: the ZMQ_FD of the actor
-// pipe, of our bus SUB socket and of our inbox are dup()'d and adopted as raw file descriptors on a
-// private protocol ("sweety-bus"). A ZMQ_FD is not a readiness fd but an edge-like "something
-// changed" signal, so on every wake-up we re-read ZMQ_EVENTS and receive until ZMQ_POLLIN clears
-// (ZMQ_POLLIN means a whole message is queued, so no receive ever blocks). An edge can be consumed
-// by our own use of a socket (a send on the pipe, say), so a 100 ms lws_sul timer re-checks all
-// three sockets as a backstop. We adopt dups because lws closes an adopted descriptor when it frees
-// the wsi, and ZeroMQ must keep its own.
+// libwebsockets service loop; no lws call is made from anywhere else. The loop is libev's (epoll),
+// which this thread creates and turns (lws's "foreign loop"), or lws's own poll() loop when libev
+// is not available (see "the event loop" below). Debian's lws 4.1.6 has no external-poll hook, so
+// ZeroMQ is brought into lws's loop instead: the ZMQ_FD of the actor pipe, of our bus SUB socket
+// and of our inbox are dup()'d and adopted as raw file descriptors on a private protocol
+// ("sweety-bus"). A ZMQ_FD is not a readiness fd but an edge-like "something changed" signal, so
+// when one fires we receive from that socket without waiting until a receive finds nothing, which
+// also re-arms its ZMQ_FD (a whole message is queued or none is, so no receive ever blocks). An
+// edge can be consumed by our own use of a socket (a send on the pipe, say), so a 100 ms lws_sul
+// timer re-checks all three sockets as a backstop. We adopt dups because lws closes an adopted
+// descriptor when it frees the wsi, and ZeroMQ must keep its own.
 //
 // Requests. Routes are a table: path (exact or prefix), the bounded label used in metrics,
 // accepted methods, handler, body limit, flags. A handler either fills in the session's response
@@ -67,6 +69,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef SWEETY_HAVE_LIBEV
+#include <ev.h>
+#endif
 
 #include "bus/bus.h"
 #include "common/token.h"
@@ -173,6 +179,30 @@ static void http_lws_log(int level, const char *line) {
 
 // ---- metrics --------------------------------------------------------------------------------
 
+// What the http actor subscribes to: only what it acts on. Every other topic (booking.created,
+// queue.enqueued, call.* ...) would wake this thread and be decoded here for nothing. The
+// broadcaster publishes realtime.resync and sends realtime.status to our inbox (either way works
+// here); booking.status is subscribed to only while a WebSocket watches (http_watch_statuses).
+static const char *const bus_subscriptions[] = {"actor.", "db.state", "realtime.", NULL};
+#define BUS_STATUS_TOPIC "booking.status"
+
+// Whether a message of this type can reach the http actor: a subscribed topic, or one sent to its
+// inbox.
+static bool http_receives(bus_type_t type) {
+    if (type == BUS_HTTP_REPLY || type == BUS_WS_EVENTS || type == BUS_BOOKING_STATUS) return true;
+    const char *topic = bus_type_topic(type);
+    for (size_t i = 0; topic && bus_subscriptions[i]; i++)
+        if (strncmp(topic, bus_subscriptions[i], strlen(bus_subscriptions[i])) == 0) return true;
+    return false;
+}
+
+void http_watch_statuses(http_t *self, bool on) {
+    if (!self->bus) return;
+    if (on) zsock_set_subscribe(bus_endpoint_events(self->bus), BUS_STATUS_TOPIC);
+    else zsock_set_unsubscribe(bus_endpoint_events(self->bus), BUS_STATUS_TOPIC);
+    log_debug(&self->log, "status_subscription", "on=%s", on ? "true" : "false");
+}
+
 static void count_request(http_t *self, const char *label, int status) {
     for (size_t i = 0; i < self->request_count; i++) {
         request_count_t *r = &self->requests[i];
@@ -218,10 +248,11 @@ static int metrics_render(const http_t *self, char **out, size_t *len) {
     FILE *f = open_memstream(&buf, &size);
     if (!f) return -1;
 
-    prom_family(f, "sweety_bus_messages_total", "counter", "Bus messages seen by the http actor, by topic.");
+    prom_family(f, "sweety_bus_messages_total", "counter", "Bus messages received by the http actor, by topic.");
     for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)
-        fprintf(f, "sweety_bus_messages_total{topic=\"%s\"} %" PRIu64 "\n", bus_type_topic((bus_type_t)t),
-                self->bus_messages[t]);
+        if (http_receives((bus_type_t)t))
+            fprintf(f, "sweety_bus_messages_total{topic=\"%s\"} %" PRIu64 "\n", bus_type_topic((bus_type_t)t),
+                    self->bus_messages[t]);
 
     prom_family(f, "sweety_bus_malformed_total", "counter", "Bus messages dropped because they did not decode.");
     fprintf(f, "sweety_bus_malformed_total %" PRIu64 "\n", bus_endpoint_malformed(self->bus));
@@ -1090,7 +1121,7 @@ static void answer_ping(http_t *self, const bus_actor_ping_t *ping) {
 }
 
 static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
-    if (from_sub && msg->type > BUS_NONE && msg->type < BUS_TYPE_COUNT) self->bus_messages[msg->type]++;
+    if (msg->type > BUS_NONE && msg->type < BUS_TYPE_COUNT) self->bus_messages[msg->type]++;
     switch (msg->type) {
     case BUS_DB_STATE:
         if (!self->db_known || self->db_up != msg->u.db_state.up)
@@ -1122,13 +1153,12 @@ static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
             ws_on_status(self, msg->u.booking_status.booking_id, msg->u.booking_status.seq,
                          msg->u.booking_status.status, msg->u.booking_status.at);
         break;
-    case BUS_REALTIME_STATUS:
-        if (from_sub)
-            ws_on_status(self, msg->u.realtime_status.booking_id, msg->u.realtime_status.seq,
-                         msg->u.realtime_status.status, msg->u.realtime_status.at);
+    case BUS_REALTIME_STATUS:   // the broadcaster sends these to our inbox (one hop less than the broker)
+        ws_on_status(self, msg->u.realtime_status.booking_id, msg->u.realtime_status.seq,
+                     msg->u.realtime_status.status, msg->u.realtime_status.at);
         break;
     case BUS_REALTIME_RESYNC:
-        if (from_sub) ws_on_resync(self);
+        ws_on_resync(self);
         break;
     case BUS_WS_EVENTS:
         if (!from_sub) ws_on_events(self, &msg->u.ws_events);   // answers come to our inbox only
@@ -1138,19 +1168,25 @@ static void on_bus_message(http_t *self, const bus_msg_t *msg, bool from_sub) {
     }
 }
 
-// Receives what one bus socket holds, at most BUS_PUMP_BUDGET messages. True if more is waiting.
+// Receives what one bus socket holds, at most BUS_PUMP_BUDGET messages, without waiting: a
+// receive that finds nothing (BUS_E_AGAIN) has also re-armed the socket's ZMQ_FD. True when the
+// budget ran out (more may be waiting).
 static bool pump_socket(http_t *self, zsock_t *sock, bool from_sub) {
     for (int i = 0; i < BUS_PUMP_BUDGET; i++) {
-        if (!(zsock_events(sock) & ZMQ_POLLIN)) return false;
         bus_msg_t msg;
-        int rc = bus_endpoint_recv(self->bus, sock, &msg);
+        int rc = bus_endpoint_recv_nowait(self->bus, sock, &msg);
+        if (rc == BUS_E_AGAIN) return false;
+        if (rc == BUS_E_SOCKET) {   // interrupted, or the context is going away: the backstop retries
+            log_debug(&self->log, "bus_recv_failed", "errno=%d", errno);
+            return false;
+        }
         if (rc != 0) {
             log_warn(&self->log, "bus_message_dropped", "error=%s", bus_strerror(rc));
             continue;
         }
         on_bus_message(self, &msg, from_sub);
     }
-    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
+    return true;
 }
 
 static void begin_shutdown(http_t *self) {
@@ -1174,11 +1210,21 @@ static void pump_pipe(http_t *self) {
     }
 }
 
-// Drains the pipe, the SUB socket and the inbox. True if a socket still holds messages.
+// Drains one of the three sockets. True if it may still hold messages.
+static bool pump_one(http_t *self, int which) {
+    bus_endpoint_flush(self->bus);   // trace copies of the commands sent since (bus_send_to): before the loop waits
+    switch (which) {
+    case HTTP_BUS_PIPE: pump_pipe(self); return false;
+    case HTTP_BUS_EVENTS: return pump_socket(self, bus_endpoint_events(self->bus), true);
+    case HTTP_BUS_INBOX: return pump_socket(self, bus_endpoint_inbox(self->bus), false);
+    default: return false;
+    }
+}
+
+// Drains the pipe, the SUB socket and the inbox. True if a socket may still hold messages.
 static bool pump_all(http_t *self) {
-    pump_pipe(self);
-    bool more = pump_socket(self, bus_endpoint_events(self->bus), true);
-    more |= pump_socket(self, bus_endpoint_inbox(self->bus), false);
+    bool more = false;
+    for (int i = 0; i < HTTP_BUS_FDS; i++) more |= pump_one(self, i);
     return more;
 }
 
@@ -1196,11 +1242,15 @@ static void on_backstop(lws_sorted_usec_list_t *sul) {
     schedule_backstop(self, more);
 }
 
+// One of the ZMQ_FDs fired: only that socket is drained (its edge is its own; each socket has its
+// own mailbox), the others wait for their own edge or the backstop.
 static int bus_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
-    if (reason == LWS_CALLBACK_RAW_RX_FILE) {
-        http_t *self = http_of(wsi);
-        if (pump_all(self)) schedule_backstop(self, true);
-    }
+    if (reason != LWS_CALLBACK_RAW_RX_FILE) return 0;
+    http_t *self = http_of(wsi);
+    int which = 0;
+    while (which < HTTP_BUS_FDS && self->bus_wsi[which] != wsi) which++;
+    bool more = which < HTTP_BUS_FDS ? pump_one(self, which) : pump_all(self);
+    if (more) schedule_backstop(self, true);
     return 0;
 }
 
@@ -1264,6 +1314,59 @@ static int listen_address(const char *host, char *buf, size_t size, const char *
     return rc;
 }
 
+// ---- the event loop ---------------------------------------------------------------------------
+//
+// lws 4.1's own loop is poll(): every wake-up passes every descriptor to the kernel and back, and
+// with 1,000 WebSockets that is most of this thread's CPU and a few hundred microseconds on every
+// hop of a status push (bench/README.md, "2"). With libev (epoll) a wake-up costs what is ready.
+// The loop is ours ("foreign" to lws), so this thread still runs one turn at a time and checks its
+// drain state between turns, as with lws_service(). Built without libev, or when lws's libev
+// plugin (Debian: libwebsockets-evlib-ev) cannot be loaded, lws's poll() loop is used.
+
+static const char *event_loop_name(const http_t *self) {
+#ifdef SWEETY_HAVE_LIBEV
+    if (self->evloop) return ev_backend(self->evloop) == EVBACKEND_EPOLL ? "libev-epoll" : "libev";
+#endif
+    return "poll";
+}
+
+static void evloop_destroy(http_t *self) {
+#ifdef SWEETY_HAVE_LIBEV
+    if (self->evloop) ev_loop_destroy(self->evloop);
+#endif
+    self->evloop = NULL;
+}
+
+// The lws context, on a libev loop when possible.
+static struct lws_context *create_context(http_t *self, struct lws_context_creation_info *info) {
+#ifdef SWEETY_HAVE_LIBEV
+    self->evloop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (self->evloop) {
+        void *loops[1] = {self->evloop};
+        info->options |= LWS_SERVER_OPTION_LIBEV;
+        info->foreign_loops = loops;
+        struct lws_context *ctx = lws_create_context(info);
+        info->options &= ~(uint64_t)LWS_SERVER_OPTION_LIBEV;
+        info->foreign_loops = NULL;
+        if (ctx) return ctx;
+        evloop_destroy(self);
+    }
+    log_warn(&self->log, "event_loop_fallback", "loop=poll reason=libev_unavailable");
+#endif
+    return lws_create_context(info);
+}
+
+// One turn of the loop: waits for something to happen (a descriptor, a timer) and serves it.
+static int run_once(http_t *self) {
+#ifdef SWEETY_HAVE_LIBEV
+    if (self->evloop) {
+        ev_run(self->evloop, EVRUN_ONCE);
+        return 0;
+    }
+#endif
+    return lws_service(self->ctx, 0) < 0 ? -1 : 0;
+}
+
 static int http_listen(http_t *self) {
     const config_t *cfg = self->cfg;
     char addr[INET6_ADDRSTRLEN + 64];
@@ -1283,7 +1386,7 @@ static int http_listen(http_t *self) {
     info.max_http_header_data = HTTP_HEADER_MAX;
     info.max_http_header_pool = HTTP_HEADER_POOL;
     info.count_threads = 1;
-    self->ctx = lws_create_context(&info);
+    self->ctx = create_context(self, &info);
     if (!self->ctx) {
         log_error(&self->log, "listen_failed", "error=lws_create_context");
         return -1;
@@ -1307,20 +1410,21 @@ static int http_listen(http_t *self) {
         log_error(&self->log, "listen_failed", "host=%s port=%d", iface ? iface : "*", cfg->http_listen_port);
         return -1;
     }
-    log_info(&self->log, "http_listening", "host=%s port=%d", iface ? iface : "*",
-             lws_get_vhost_listen_port(self->vhost));
+    log_info(&self->log, "http_listening", "host=%s port=%d event_loop=%s", iface ? iface : "*",
+             lws_get_vhost_listen_port(self->vhost), event_loop_name(self));
     return 0;
 }
 
-// Brings one ZeroMQ socket's ZMQ_FD (a dup of it) into lws's poll set.
-static int adopt_zmq_socket(http_t *self, zsock_t *sock) {
+// Brings one ZeroMQ socket's ZMQ_FD (a dup of it) into lws's loop as bus_wsi[which].
+static int adopt_zmq_socket(http_t *self, zsock_t *sock, int which) {
     int fd = fcntl((int)zsock_fd(sock), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) return -1;
     lws_sock_file_fd_type desc;
     memset(&desc, 0, sizeof desc);
     desc.filefd = fd;
     // On failure lws has closed fd.
-    return lws_adopt_descriptor_vhost(self->vhost, LWS_ADOPT_RAW_FILE_DESC, desc, BUS_PROTOCOL, NULL) ? 0 : -1;
+    self->bus_wsi[which] = lws_adopt_descriptor_vhost(self->vhost, LWS_ADOPT_RAW_FILE_DESC, desc, BUS_PROTOCOL, NULL);
+    return self->bus_wsi[which] ? 0 : -1;
 }
 
 static void http_destroy(http_t **self_p) {
@@ -1331,6 +1435,7 @@ static void http_destroy(http_t **self_p) {
         lws_context_destroy(self->ctx);   // closes the listener, every connection and the adopted fds
         self->ctx = NULL;
     }
+    evloop_destroy(self);   // after the context: lws stops its watchers on it
     // after the context: closing a connection orphans its pending entry
     pending_destroy(&self->pending);
     ws_state_destroy(self);
@@ -1383,19 +1488,23 @@ static http_t *http_new(zsock_t *pipe, const http_args_t *args) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 2 * SWEETY_FD_RESERVE)
         self->fd_ceiling = (int64_t)rl.rlim_cur - SWEETY_FD_RESERVE;
-    self->bus = bus_endpoint_new(HTTP_ACTOR_NAME, (const char *[]){"", NULL});
+    self->bus = bus_endpoint_new(HTTP_ACTOR_NAME, bus_subscriptions);
     if (!self->bus) {
         log_error(&self->log, "bus_endpoint_failed", NULL);
         goto fail;
     }
     lws_set_log_level(LLL_ERR | LLL_WARN, http_lws_log);
     if (http_listen(self) != 0) goto fail;
-    if (adopt_zmq_socket(self, self->pipe) != 0 || adopt_zmq_socket(self, bus_endpoint_events(self->bus)) != 0 ||
-        adopt_zmq_socket(self, bus_endpoint_inbox(self->bus)) != 0) {
+    if (adopt_zmq_socket(self, self->pipe, HTTP_BUS_PIPE) != 0 ||
+        adopt_zmq_socket(self, bus_endpoint_events(self->bus), HTTP_BUS_EVENTS) != 0 ||
+        adopt_zmq_socket(self, bus_endpoint_inbox(self->bus), HTTP_BUS_INBOX) != 0) {
         log_error(&self->log, "adopt_failed", "errno=%d", errno);
         goto fail;
     }
     schedule_backstop(self, false);
+    // On an event library lws (re)arms its timer watcher after serving a descriptor; this first
+    // wake-up arms it for the backstop even if nothing arrives.
+    if (self->evloop) lws_cancel_service(self->ctx);
     actor_seen(self, HTTP_ACTOR_NAME, true);
     return self;
 fail:
@@ -1420,7 +1529,7 @@ void http_actor(zsock_t *pipe, void *args) {
     pump_all(self);   // our sends on the pipe may have consumed its edge
 
     while (true) {
-        if (lws_service(self->ctx, 0) < 0) {
+        if (run_once(self) < 0) {
             log_error(&self->log, "lws_service_failed", NULL);
             break;
         }

@@ -90,6 +90,10 @@ typedef struct {
     uint64_t count;
 } request_count_t;
 
+// The ZeroMQ sockets whose ZMQ_FD the lws loop watches (http.c): the actor pipe, the bus SUB, the
+// inbox.
+enum { HTTP_BUS_PIPE, HTTP_BUS_EVENTS, HTTP_BUS_INBOX, HTTP_BUS_FDS };
+
 typedef struct http_t {
     const config_t *cfg;
     logger_t log;
@@ -98,6 +102,8 @@ typedef struct http_t {
     cidr_list_t *metrics_acl;
     struct lws_context *ctx;
     struct lws_vhost *vhost;
+    void *evloop;              // the libev loop lws runs on (epoll); NULL: lws's own poll() loop
+    struct lws *bus_wsi[HTTP_BUS_FDS];   // the adopted ZMQ_FDs, to tell which socket woke us
     lws_sorted_usec_list_t backstop;
     bool terminating;          // $TERM received: draining
     int64_t drain_deadline_us;
@@ -121,7 +127,7 @@ typedef struct http_t {
     bool db_known, db_up;
     int64_t db_reconnects;
     // metrics
-    uint64_t bus_messages[BUS_TYPE_COUNT];
+    uint64_t bus_messages[BUS_TYPE_COUNT];   // received by this actor (SUB and inbox), by type
     actor_seen_t actors[METRICS_ACTORS_MAX];
     size_t actor_count;
     request_count_t requests[METRICS_REQUESTS_MAX];
@@ -257,6 +263,12 @@ void route_webhook_vapi(http_t *self, struct lws *wsi, session_t *s);
 
 // A 200 answer to PLANS_GET arrived: keep it for HTTP_PLANS_CACHE_MS (api_routes.c).
 void http_plans_cache_store(http_t *self, const char *body, size_t len);
+
+// booking.status is subscribed to only while some WebSocket watches a booking (ws.c calls this when
+// the first subscription comes and the last goes): otherwise every booking made would wake this
+// thread for nothing. A status published before the subscription reaches the broker is still
+// delivered by the broadcaster's realtime.status (the database's NOTIFY) or by the replay.
+void http_watch_statuses(http_t *self, bool on);
 
 // ---- WebSockets (ws.c) ------------------------------------------------------------------------
 

@@ -249,12 +249,13 @@ static void deliver(http_t *self, ws_sub_t *sub, int64_t seq, const char *status
 }
 
 void ws_on_status(http_t *self, const char *booking_id, int64_t seq, const char *status, int64_t at_us) {
-    if (!self->ws || seq <= 0) return;
-    char at[40];
-    util_rfc3339_ms(at_us, at, sizeof at);
+    if (!self->ws || seq <= 0 || self->ws->nsubs == 0) return;
+    char at[40] = "";
     for (ws_sub_t *sub = self->ws->buckets[bucket_of(booking_id)], *next; sub; sub = next) {
         next = sub->bnext;   // delivering may close the connection, never frees a subscription here
-        if (strcmp(sub->booking_id, booking_id) == 0) deliver(self, sub, seq, status, at);
+        if (strcmp(sub->booking_id, booking_id) != 0) continue;
+        if (!at[0]) util_rfc3339_ms(at_us, at, sizeof at);   // only for a status someone watches
+        deliver(self, sub, seq, status, at);
     }
 }
 
@@ -377,6 +378,7 @@ static void on_message(http_t *self, ws_conn_t *c, const char *text, size_t len)
         snprintf(sub->booking_id, sizeof sub->booking_id, "%s", booking_id);
         map_add(self->ws, sub);
         c->nsubs++;
+        if (self->ws->nsubs == 1) http_watch_statuses(self, true);   // before the replay is asked
     }
     char frame[128];
     int n = snprintf(frame, sizeof frame, "{\"type\":\"subscribed\",\"booking_id\":\"%s\"}", booking_id);
@@ -507,8 +509,10 @@ void ws_closed(http_t *self, session_t *s) {
     ws_conn_t *c = s ? s->ws : NULL;
     if (!c || !self->ws) return;
     struct ws_state *st = self->ws;
+    size_t had = st->nsubs;
     for (int i = 0; i < WS_SUBS_MAX; i++)
         if (c->subs[i].used) map_remove(st, &c->subs[i]);
+    if (had > 0 && st->nsubs == 0) http_watch_statuses(self, false);
     if (c->prev) c->prev->next = c->next;
     else st->conns = c->next;
     if (c->next) c->next->prev = c->prev;

@@ -351,6 +351,47 @@ static void test_metrics_has_families_and_counts_requests(void **state) {
     curl_easy_cleanup(h);
 }
 
+// sweety_bus_messages_total counts what the http actor receives: the topics it subscribes to and
+// what comes to its inbox. Events it has no use for (booking.created, queue.enqueued) never reach
+// it, nor booking.status while no WebSocket watches a booking.
+static void test_metrics_count_only_what_the_http_actor_receives(void **state) {
+    fixture_t *f = *state;
+    http_start_on(f, "127.0.0.1", NULL);
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_REALTIME_STATUS);   // as the broadcaster sends it: to the inbox
+    snprintf(msg.u.realtime_status.booking_id, sizeof msg.u.realtime_status.booking_id, "b-1");
+    msg.u.realtime_status.seq = 1;
+    snprintf(msg.u.realtime_status.status, sizeof msg.u.realtime_status.status, "queued");
+    assert_int_equal(bus_send_to(f->ep, "http", &msg, 1000), 0);
+
+    int64_t deadline = zclock_mono() + WAIT_MS;
+    bool seen = false;
+    for (int64_t n = 1; !seen && zclock_mono() < deadline; n++) {
+        bus_msg_init(&msg, BUS_BOOKING_CREATED);
+        assert_int_equal(bus_publish(f->ep, &msg), 0);
+        bus_msg_init(&msg, BUS_QUEUE_ENQUEUED);
+        assert_int_equal(bus_publish(f->ep, &msg), 0);
+        bus_msg_init(&msg, BUS_BOOKING_STATUS);
+        assert_int_equal(bus_publish(f->ep, &msg), 0);
+        publish_db_state(f, true, n);   // published last: once it is counted, the others were handled
+        char needle[64];
+        snprintf(needle, sizeof needle, "sweety_db_reconnects_total %lld\n", (long long)n);
+        seen = metrics_show(f, needle);
+    }
+    assert_true(seen);
+    assert_true(metrics_show(f, "sweety_bus_messages_total{topic=\"realtime.status\"} 1\n"));   // the inbox
+    CURL *h = curl_easy_init();
+    reply_t r;
+    get(f, h, "/metrics", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "sweety_bus_messages_total{topic=\"db.state\"} "));
+    assert_non_null(strstr(r.body, "sweety_bus_messages_total{topic=\"booking.status\"} 0\n"));
+    assert_null(strstr(r.body, "topic=\"booking.created\""));
+    assert_null(strstr(r.body, "topic=\"queue.enqueued\""));
+    reply_clear(&r);
+    curl_easy_cleanup(h);
+}
+
 static void test_metrics_forbidden_outside_metrics_from(void **state) {
     fixture_t *f = *state;
     http_start_on(f, "127.0.0.1", "10.0.0.0/8, 192.168.0.0/16");
@@ -840,6 +881,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cidr_list_parses_and_matches),
         cmocka_unit_test_setup_teardown(test_healthz_follows_db_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_count_only_what_the_http_actor_receives, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_has_families_and_counts_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_forbidden_outside_metrics_from, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_over_ipv6_and_mapped_ipv4, setup, teardown),
