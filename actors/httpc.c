@@ -529,6 +529,10 @@ static int setup_easy(transfer_t *t, const httpc_request_t *req) {
     rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    // libcurl sends a request again, silently, when a reused keep-alive connection dies before any
+    // answer byte; the server may have acted on the first copy (a VAPI call placed twice). A request
+    // that must not be repeated therefore always opens its own connection, where curl never resends.
+    if (!req->retryable) rc |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     if (strcmp(t->method, "GET") == 0) {
         rc |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(t->method, "HEAD") == 0) {

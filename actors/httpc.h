@@ -21,6 +21,8 @@
 // A request that must not be sent twice (no idempotency at the provider) may still be marked
 // `retry_unsent`: it is then retried, with the same waits, only after an error that proves no
 // request left this host (httpc_nothing_sent: the name did not resolve, the connection was refused).
+// A request not marked `retryable` always travels on a new connection: libcurl itself resends a
+// request whose reused keep-alive connection died before answering, which could repeat it.
 //
 // Logging: one line per finished request, `event=http_out name=<log_name> method=.. status=..
 // attempts=.. ms=..` plus `curl_code=..` when no answer came and `request_id=..` when the answer

@@ -3,9 +3,10 @@
 // Each test runs a zloop with one httpc on the test's thread, and a tiny HTTP/1.1 server on plain
 // sockets in other threads (one thread per connection, every answer `Connection: close`). The URL
 // path is the script: "/s/<step>,<step>,…/<name>" answers the n-th request for that path with the
-// n-th step (the last one repeats). A step is "[w<ms>:]<status>[f|t]", "big" (2 MiB with a
+// n-th step (the last one repeats). A step is "[w<ms>:]<status>[f|t|k]", "big" (2 MiB with a
 // Content-Length), "bigc" (2 MiB, no length) or "close" (hang up without answering); "w" waits
-// before answering, f/t add `Stripe-Should-Retry: false/true`. Every answer carries
+// before answering, f/t add `Stripe-Should-Retry: false/true`, k keeps the connection open (the
+// next request on it is read and answered by its own script). Every answer carries
 // `Request-Id: req_<name>_<n>`. The server records what it received (method, path, Idempotency-Key,
 // body length). Tests wait for completions with a deadline, never by sleeping.
 #include <setjmp.h>
@@ -99,6 +100,7 @@ static void *stub_worker(void *arg) {
     int fd = c->fd;
     free(c);
     char buf[16384];
+next_request:;
     size_t len = 0;
     char *end = script_read_head(fd, s->stop[0], buf, sizeof buf, &len);
     if (!end) goto out;
@@ -161,11 +163,13 @@ static void *stub_worker(void *arg) {
     int blen = snprintf(body, sizeof body, "{\"hit\":%d}", hit);
     snprintf(head, sizeof head,
              "HTTP/1.1 %d Scripted\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-             "Request-Id: req_%s_%d\r\n%sConnection: close\r\n\r\n",
+             "Request-Id: req_%s_%d\r\n%sConnection: %s\r\n\r\n",
              status, blen, name, hit,
-             last == 'f' ? "Stripe-Should-Retry: false\r\n" : last == 't' ? "Stripe-Should-Retry: true\r\n" : "");
+             last == 'f' ? "Stripe-Should-Retry: false\r\n" : last == 't' ? "Stripe-Should-Retry: true\r\n" : "",
+             last == 'k' ? "keep-alive" : "close");
     send_all(fd, head, strlen(head));
     send_all(fd, body, (size_t)blen);
+    if (last == 'k') goto next_request;   // the connection stays open for the client's next request
 out:
     shutdown(fd, SHUT_WR);
     close(fd);
@@ -445,6 +449,27 @@ static void test_hang_up_without_answer_is_retried(void **state) {
     assert_int_equal(fx->results[0].attempts, 2);
 }
 
+// libcurl silently sends a request again when a reused keep-alive connection dies before any
+// answer; the server may well have acted on the first copy. A request that is not retryable must
+// therefore never travel on a reused connection: one copy reaches the server, however it ends.
+static void test_request_that_is_not_retryable_never_reuses_a_connection(void **state) {
+    fx_t *fx = *state;
+    submit(fx, 0, "GET", "/s/200k/warm", NULL, NULL, true, 1, 0);   // leaves an idle connection
+    run_until_done(fx, 1, 10000);
+    assert_int_equal(fx->results[0].status, 200);
+    submit(fx, 1, "POST", "/s/close/call", NULL, "a=1", false, 0, 0);
+    run_until_done(fx, 2, 10000);
+    assert_true(fx->results[1].called);
+    assert_int_equal(fx->results[1].status, 0);
+    assert_int_not_equal(fx->results[1].transport_error, 0);
+    assert_int_equal(fx->results[1].attempts, 1);
+    assert_int_equal(stub_hits(&fx->stub, "/s/close/call"), 1);
+    // a retryable request still reuses the idle connection (answered on the kept one)
+    submit(fx, 2, "GET", "/s/200k/warm", NULL, NULL, true, 1, 0);
+    run_until_done(fx, 3, 10000);
+    assert_int_equal(fx->results[2].status, 200);
+}
+
 static void test_connection_refused_fails_after_every_attempt(void **state) {
     fx_t *fx = *state;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -681,6 +706,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_attempts_stop_at_max_attempts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_slower_than_timeout_is_a_transport_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hang_up_without_answer_is_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_that_is_not_retryable_never_reuses_a_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_refused_fails_after_every_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_of_the_last_answer_is_captured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_over_the_cap_is_an_error_not_retried, setup, teardown),
