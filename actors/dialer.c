@@ -41,6 +41,12 @@
 
 #define DIALER_TIMER_MS 1000
 #define LEASE_BATCH 32
+#define DIAL_BATCH 64              // call.assigned loaded from the database in one query
+#define KEY_CACHE 8                // sealed account keys kept for the length of one batch
+#define START_BATCH 64             // accepted calls recorded in one statement
+#define START_WAIT_MS 5            // ... gathered this long (VAPI's first message comes ~100 ms later)
+#define HOOK_BATCH 64              // ringing / in-progress messages applied in one statement
+#define HOOK_WAIT_MS 2             // ... gathered this long (the answer to each waits for it)
 #define CONCURRENCY_RETRY_S 1      // a requeue without an attempt waits at least this long
 #define UNAVAILABLE_RETRY_S 5      // VAPI unreachable: try the call again after this long
 
@@ -52,7 +58,41 @@ typedef struct {
     unsigned char master_key_previous[CRYPTO_KEY_LEN];   // security.master_key_previous (rotation)
     bool has_previous;
     char owner[64];   // this instance's name on the leases it takes over
+    char pending[DIAL_BATCH][STORE_UUID_LEN];   // bookings handed over (call.assigned), not yet loaded
+    size_t npending;
+    bool flush_armed;                            // a dial_flush is due from the loop
+    struct start_item *starts;                   // calls VAPI accepted, not yet recorded (START_BATCH)
+    size_t nstarts;
+    bool starts_armed;                           // a start_flush is due from the loop
+    bus_vapi_webhook_t *hooks;                   // ringing / in-progress not yet applied (HOOK_BATCH)
+    size_t nhooks;
+    bool hooks_armed;                            // a hook_flush is due from the loop
 } dialer_t;
+
+// A call VAPI accepted, to record (dispatch_started) and announce (call.started).
+typedef struct start_item {
+    char booking_id[STORE_UUID_LEN];
+    int64_t claim;
+    char agent_id[STORE_UUID_LEN];
+    int attempt;
+    char call_id[64];
+    char control_url[512];   // a secret: wiped once used
+} start_item_t;
+
+// The sealed keys (ciphertext: not a secret in itself) of the accounts one batch of dials uses,
+// so a batch reads each once. Each request still opens its key and wipes it after sending.
+typedef struct {
+    struct {
+        char account_id[STORE_UUID_LEN];
+        account_key_t key;
+    } slot[KEY_CACHE];
+    size_t n;
+} key_cache_t;
+
+static void key_cache_clear(key_cache_t *cache) {
+    for (size_t i = 0; i < cache->n; i++) account_key_clear(&cache->slot[i].key);
+    cache->n = 0;
+}
 
 // ---- how a call ended -------------------------------------------------------------------------
 
@@ -145,22 +185,35 @@ typedef struct {
     dispatch_assignment_t a;
 } dial_job_t;
 
+// The sealed key of an account: from the cache (may be NULL), else read (and kept in the cache
+// when it has room; otherwise *tmp holds it and the caller clears it). NULL when unreadable.
+static const account_key_t *sealed_key(dialer_t *self, key_cache_t *cache, const char *account_id,
+                                       account_key_t *tmp) {
+    for (size_t i = 0; cache && i < cache->n; i++)
+        if (strcmp(cache->slot[i].account_id, account_id) == 0) return &cache->slot[i].key;
+    account_key_t *dst = cache && cache->n < KEY_CACHE ? &cache->slot[cache->n].key : tmp;
+    if (accounts_get_key(self->ctx->db, account_id, dst) != STORE_OK) return NULL;
+    if (dst != tmp) snprintf(cache->slot[cache->n++].account_id, STORE_UUID_LEN, "%s", account_id);
+    return dst;
+}
+
 // Decrypts the account's key into *key (wipe with crypto_secret_free). 0 or -1.
-static int account_key(dialer_t *self, const char *account_id, char **key, size_t *len) {
-    account_key_t enc;
-    if (accounts_get_key(self->ctx->db, account_id, &enc) != STORE_OK) return -1;
+static int account_key(dialer_t *self, key_cache_t *cache, const char *account_id, char **key, size_t *len) {
+    account_key_t tmp = {0};
+    const account_key_t *enc = sealed_key(self, cache, account_id, &tmp);
+    if (!enc) return -1;
     unsigned char *plain = NULL;
     size_t n = 0;
-    int rc = crypto_open(self->master_key, enc.sealed, enc.sealed_len, enc.nonce, &plain, &n);
+    int rc = crypto_open(self->master_key, enc->sealed, enc->sealed_len, enc->nonce, &plain, &n);
     // During a master key rotation, a key not yet re-encrypted (sweetyctl account rekey) opens
     // with the previous master key. Nothing is ever sealed with it.
     if (rc != 0 && self->has_previous) {
-        rc = crypto_open(self->master_key_previous, enc.sealed, enc.sealed_len, enc.nonce, &plain, &n);
+        rc = crypto_open(self->master_key_previous, enc->sealed, enc->sealed_len, enc->nonce, &plain, &n);
         if (rc == 0)
             log_info(&self->ctx->log, "account_key_previous_master", "account=%s msg=\"run sweetyctl account rekey\"",
                      account_id);
     }
-    account_key_clear(&enc);
+    account_key_clear(&tmp);
     if (rc != 0) {
         log_error(&self->ctx->log, "account_key_unreadable", "account=%s", account_id);
         return -1;
@@ -175,29 +228,88 @@ static void on_orphan_ended(void *arg, const vapi_outcome_t *outcome) {
     (void)outcome;
 }
 
-static void call_started(dialer_t *self, const dispatch_assignment_t *a, const vapi_call_t *call) {
+static void announce_start(dialer_t *self, const start_item_t *it) {
+    bus_msg_t msg;
+    bus_msg_init(&msg, BUS_CALL_STARTED);
+    snprintf(msg.u.call_started.booking_id, sizeof msg.u.call_started.booking_id, "%s", it->booking_id);
+    snprintf(msg.u.call_started.call_id, sizeof msg.u.call_started.call_id, "%s", it->call_id);
+    snprintf(msg.u.call_started.agent_id, sizeof msg.u.call_started.agent_id, "%s", it->agent_id);
+    actor_publish(self->ctx, &msg);
+    log_info(&self->ctx->log, "call_started", "booking=%s attempt=%d", it->booking_id, it->attempt);
+}
+
+// Records one accepted call on its own, whatever the case (a repeat, a call no longer wanted ...).
+static void record_start(dialer_t *self, const start_item_t *it) {
     dispatch_start_t st;
-    int rc = dispatch_started(self->ctx->db, a->booking_id, a->claim, call->id,
-                              call->control_url[0] ? call->control_url : NULL, &st);
+    int rc = dispatch_started(self->ctx->db, it->booking_id, it->claim, it->call_id,
+                              it->control_url[0] ? it->control_url : NULL, &st);
     if (rc == STORE_ERR_CONFLICT) {
         // The try was requeued meanwhile (or another call holds it): this call must not go on.
-        log_warn(&self->ctx->log, "call_not_wanted", "booking=%s", a->booking_id);
-        if (call->control_url[0]) vapi_call_end(self->vapi, call->control_url, on_orphan_ended, NULL);
+        log_warn(&self->ctx->log, "call_not_wanted", "booking=%s", it->booking_id);
+        if (it->control_url[0]) vapi_call_end(self->vapi, it->control_url, on_orphan_ended, NULL);
         return;
     }
     if (rc != STORE_OK) {
         // Not recorded for now: the lease expires and the lookup finds the call at VAPI.
-        log_warn(&self->ctx->log, "call_start_not_recorded", "booking=%s rc=%s", a->booking_id, store_err_name(rc));
+        log_warn(&self->ctx->log, "call_start_not_recorded", "booking=%s rc=%s", it->booking_id, store_err_name(rc));
         return;
     }
-    if (st.outcome != DISPATCH_STARTED) return;
-    bus_msg_t msg;
-    bus_msg_init(&msg, BUS_CALL_STARTED);
-    snprintf(msg.u.call_started.booking_id, sizeof msg.u.call_started.booking_id, "%s", a->booking_id);
-    snprintf(msg.u.call_started.call_id, sizeof msg.u.call_started.call_id, "%s", call->id);
-    snprintf(msg.u.call_started.agent_id, sizeof msg.u.call_started.agent_id, "%s", a->agent_id);
-    actor_publish(self->ctx, &msg);
-    log_info(&self->ctx->log, "call_started", "booking=%s attempt=%d", a->booking_id, a->attempt);
+    if (st.outcome == DISPATCH_STARTED) announce_start(self, it);
+}
+
+static void start_item_fill(start_item_t *it, const dispatch_assignment_t *a, const vapi_call_t *call) {
+    snprintf(it->booking_id, sizeof it->booking_id, "%s", a->booking_id);
+    it->claim = a->claim;
+    snprintf(it->agent_id, sizeof it->agent_id, "%s", a->agent_id);
+    it->attempt = a->attempt;
+    snprintf(it->call_id, sizeof it->call_id, "%s", call->id);
+    snprintf(it->control_url, sizeof it->control_url, "%s", call->control_url);
+}
+
+static void call_started(dialer_t *self, const dispatch_assignment_t *a, const vapi_call_t *call) {
+    start_item_t it;
+    start_item_fill(&it, a, call);
+    record_start(self, &it);
+    OPENSSL_cleanse(&it, sizeof it);
+}
+
+// Records the calls accepted since the last batch in one statement; those it leaves (the
+// uncommon cases) one by one.
+static void start_flush(dialer_t *self) {
+    size_t n = self->nstarts;
+    self->nstarts = 0;
+    if (n == 0) return;
+    dispatch_start_in_t in[START_BATCH];
+    dispatch_start_t out[START_BATCH];
+    bool recorded[START_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        const start_item_t *it = &self->starts[i];
+        in[i] = (dispatch_start_in_t){.booking_id = it->booking_id, .claim = it->claim, .vapi_call_id = it->call_id,
+                                      .control_url = it->control_url[0] ? it->control_url : NULL};
+    }
+    if (dispatch_started_many(self->ctx->db, in, n, out, recorded) != STORE_OK) memset(recorded, 0, sizeof recorded);
+    for (size_t i = 0; i < n; i++) {
+        if (recorded[i]) announce_start(self, &self->starts[i]);
+        else record_start(self, &self->starts[i]);
+    }
+    OPENSSL_cleanse(self->starts, n * sizeof *self->starts);
+}
+
+static int on_starts_due(zloop_t *loop, int timer_id, void *arg) {
+    dialer_t *self = arg;
+    self->starts_armed = false;
+    start_flush(self);
+    return 0;
+}
+
+// VAPI accepted the call of assignment a: it is recorded with the others accepted within
+// START_WAIT_MS (a burst of dials brings a burst of answers), or before the next VAPI message.
+static void start_later(dialer_t *self, const dispatch_assignment_t *a, const vapi_call_t *call) {
+    if (self->nstarts == START_BATCH) start_flush(self);
+    start_item_fill(&self->starts[self->nstarts++], a, call);
+    if (self->starts_armed) return;
+    if (zloop_timer(self->ctx->loop, START_WAIT_MS, 1, on_starts_due, self) != -1) self->starts_armed = true;
+    else start_flush(self);
 }
 
 static void on_call_created(void *arg, const vapi_outcome_t *outcome, const vapi_call_t *call) {
@@ -206,7 +318,7 @@ static void on_call_created(void *arg, const vapi_outcome_t *outcome, const vapi
     const dispatch_assignment_t *a = &job->a;
     switch (outcome->kind) {
     case VAPI_OK:
-        call_started(self, a, call);
+        start_later(self, a, call);
         if (call && call->concurrency_blocked)   // created but will not connect: its `ended` settles it
             log_info(&self->ctx->log, "call_concurrency_blocked", "booking=%s", a->booking_id);
         break;
@@ -235,24 +347,16 @@ static void on_call_created(void *arg, const vapi_outcome_t *outcome, const vapi
     free(job);
 }
 
-static void dial(dialer_t *self, const char *booking_id) {
+// Places the call of one loaded assignment, unless it was placed already.
+static void dial_one(dialer_t *self, const dispatch_assignment_t *a, key_cache_t *cache) {
+    if (strcmp(a->queue_status, "dialing") != 0 || a->vapi_call_id[0]) return;   // already placed
     dial_job_t *job = calloc(1, sizeof *job);
-    if (!job) return;
+    if (!job) return;   // the lease covers it
     job->self = self;
-    int rc = dispatch_load(self->ctx->db, booking_id, &job->a);
-    if (rc != STORE_OK) {   // not ours any more (settled, cancelled) or the database is down: the lease covers it
-        if (rc != STORE_ERR_NOT_FOUND) log_warn(&self->ctx->log, "assignment_unreadable", "booking=%s", booking_id);
-        free(job);
-        return;
-    }
+    job->a = *a;
     char *key = NULL;
     size_t key_len = 0;
-    if (strcmp(job->a.queue_status, "dialing") != 0 || job->a.vapi_call_id[0]) {   // already placed
-        dispatch_assignment_clear(&job->a);
-        free(job);
-        return;
-    }
-    if (account_key(self, job->a.account_id, &key, &key_len) != 0) {
+    if (account_key(self, cache, job->a.account_id, &key, &key_len) != 0) {
         settle_try(self, &job->a, DISPATCH_REQUEUE_NO_ATTEMPT, "account-error", 0, true);
         dispatch_assignment_clear(&job->a);
         free(job);
@@ -262,13 +366,51 @@ static void dial(dialer_t *self, const char *booking_id) {
                               .phone_number_id = job->a.phone_number_id, .customer_number = job->a.phone,
                               .booking_id = job->a.booking_id, .attempt = job->a.attempt + 1,
                               .max_duration_s = job->a.max_duration_s};
-    rc = vapi_call_create(self->vapi, &p, on_call_created, job);
+    int rc = vapi_call_create(self->vapi, &p, on_call_created, job);
     crypto_secret_free(key, key_len);   // httpc copied what it sends
     if (rc != 0) {
         settle_try(self, &job->a, DISPATCH_RETRY, "call-request-invalid", 0, false);
         dispatch_assignment_clear(&job->a);
         free(job);
     }
+}
+
+// Loads what was handed over since the last batch in one query, then places those calls.
+// Bookings no longer ours (settled, cancelled) are not loaded; when the database is down, the
+// leases cover them.
+static void dial_flush(dialer_t *self) {
+    size_t count = self->npending;
+    self->npending = 0;
+    if (count == 0) return;
+    const char *ids[DIAL_BATCH];
+    for (size_t i = 0; i < count; i++) ids[i] = self->pending[i];
+    dispatch_assignment_t *rows = NULL;
+    size_t n = 0;
+    if (dispatch_load_many(self->ctx->db, ids, count, &rows, &n) != STORE_OK) {
+        log_warn(&self->ctx->log, "assignments_unreadable", "count=%zu", count);
+        return;
+    }
+    key_cache_t cache = {.n = 0};
+    for (size_t i = 0; i < n; i++) dial_one(self, &rows[i], &cache);
+    key_cache_clear(&cache);
+    dispatch_assignments_free(&rows, n);
+}
+
+static int on_flush_due(zloop_t *loop, int timer_id, void *arg) {
+    dialer_t *self = arg;
+    self->flush_armed = false;
+    dial_flush(self);
+    return 0;
+}
+
+// call.assigned: the booking joins the batch, which is loaded once the loop has taken what its
+// inbox holds (a claim hands over up to 64 calls at once).
+static void dial(dialer_t *self, const char *booking_id) {
+    if (self->npending == DIAL_BATCH) dial_flush(self);
+    snprintf(self->pending[self->npending++], STORE_UUID_LEN, "%s", booking_id);
+    if (self->flush_armed) return;
+    if (zloop_timer(self->ctx->loop, 0, 1, on_flush_due, self) != -1) self->flush_armed = true;
+    else dial_flush(self);
 }
 
 // ---- lost answers and quiet calls ---------------------------------------------------------------
@@ -303,11 +445,12 @@ static void recover_expired_leases(dialer_t *self) {
     if (dispatch_expired_leases(self->ctx->db, self->owner, (int)self->ctx->cfg->scheduler_lease_s, LEASE_BATCH, &rows,
                                 &n) != STORE_OK)
         return;
+    key_cache_t cache = {.n = 0};
     for (size_t i = 0; i < n; i++) {
         find_job_t *job = calloc(1, sizeof *job);
         char *key = NULL;
         size_t key_len = 0;
-        if (!job || account_key(self, rows[i].account_id, &key, &key_len) != 0) {
+        if (!job || account_key(self, &cache, rows[i].account_id, &key, &key_len) != 0) {
             free(job);
             continue;
         }
@@ -322,6 +465,7 @@ static void recover_expired_leases(dialer_t *self) {
             free(job);
         }
     }
+    key_cache_clear(&cache);
     dispatch_assignments_free(&rows, n);
 }
 
@@ -360,7 +504,7 @@ static void on_call_lookup(dialer_t *self, const bus_call_lookup_t *req) {
     char *key = NULL;
     size_t key_len = 0;
     lookup_job_t *job = calloc(1, sizeof *job);
-    if (job && account_key(self, a.account_id, &key, &key_len) == 0) {
+    if (job && account_key(self, NULL, a.account_id, &key, &key_len) == 0) {
         *job = (lookup_job_t){.self = self, .attempt = a.attempt};
         snprintf(job->booking_id, sizeof job->booking_id, "%s", req->booking_id);
         snprintf(job->call_id, sizeof job->call_id, "%s", req->call_id);
@@ -393,7 +537,7 @@ static int attempt_of(dialer_t *self, const char *booking_id) {
     return attempt;
 }
 
-static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
+static void apply_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
     int rc = STORE_OK;
     const char *outcome = "applied";
     bool ended = strcmp(w->type, "end-of-call-report") == 0 ||
@@ -405,7 +549,9 @@ static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
         settle_args_t args = {.call_id = w->call_id, .booking_id = w->booking_id, .reason = reason,
                               .duration_s = duration,
                               .cost_micros = w->cost_micros, .recording_url = w->recording_url,
-                              .attempt = attempt_of(self, w->booking_id), .hold = kind == DISPATCH_REQUEUE_NO_ATTEMPT};
+                              // only a retry's backoff needs it: one query less for every normal end
+                              .attempt = kind == DISPATCH_RETRY ? attempt_of(self, w->booking_id) : 0,
+                              .hold = kind == DISPATCH_REQUEUE_NO_ATTEMPT};
         dispatch_state_t state = DISPATCH_ALREADY_SETTLED;
         rc = settle(self, kind, &args, &state);
         if (rc == STORE_OK && state == DISPATCH_ALREADY_SETTLED) {
@@ -432,6 +578,60 @@ static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
     }
     actor_reply(self->ctx, w->request_id, 200, outcome, "{}");
     if (rc == STORE_OK) publish_call_event(self, w, w->booking_id);
+}
+
+static bool is_calling_update(const bus_vapi_webhook_t *w) {
+    return strcmp(w->type, "status-update") == 0 &&
+           (strcmp(w->status, "ringing") == 0 || strcmp(w->status, "in-progress") == 0);
+}
+
+// Applies the ringing / in-progress messages gathered since the last batch in one statement (a
+// burst of dials brings two of them a call), the calls accepted before them first so that they
+// find their calls recorded; what the statement leaves (an event before its start, an unknown
+// call, a database error) goes the single way.
+static void hook_flush(dialer_t *self) {
+    start_flush(self);
+    size_t n = self->nhooks;
+    self->nhooks = 0;
+    if (n == 0) return;
+    const char *ids[HOOK_BATCH];
+    dispatch_calling_t out[HOOK_BATCH];
+    bool found[HOOK_BATCH];
+    for (size_t i = 0; i < n; i++) ids[i] = self->hooks[i].call_id;
+    if (dispatch_calling_many(self->ctx->db, ids, n, out, found) != STORE_OK) memset(found, 0, sizeof found);
+    for (size_t i = 0; i < n; i++) {
+        const bus_vapi_webhook_t *w = &self->hooks[i];
+        if (!found[i]) {
+            apply_webhook(self, w);
+            continue;
+        }
+        actor_publish_status(self->ctx, out[i].booking_id, &out[i].event);
+        actor_reply(self->ctx, w->request_id, 200, "applied", "{}");
+        publish_call_event(self, w, w->booking_id);
+    }
+}
+
+static int on_hooks_due(zloop_t *loop, int timer_id, void *arg) {
+    dialer_t *self = arg;
+    self->hooks_armed = false;
+    hook_flush(self);
+    return 0;
+}
+
+// A verified VAPI server message. Ringing and in-progress are gathered for HOOK_WAIT_MS
+// (hook_flush); anything else first lets those before it be applied, so that each call's messages
+// take effect in the order they came.
+static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
+    if (!is_calling_update(w)) {
+        hook_flush(self);
+        apply_webhook(self, w);
+        return;
+    }
+    if (self->nhooks == HOOK_BATCH) hook_flush(self);
+    self->hooks[self->nhooks++] = *w;
+    if (self->hooks_armed) return;
+    if (zloop_timer(self->ctx->loop, HOOK_WAIT_MS, 1, on_hooks_due, self) != -1) self->hooks_armed = true;
+    else hook_flush(self);
 }
 
 // ---- the actor ----------------------------------------------------------------------------------
@@ -471,12 +671,16 @@ static int dialer_create(actor_ctx_t *ctx, void **state) {
         }
         self->has_previous = true;
     }
-    self->http = httpc_new(ctx->loop, &ctx->log);
+    self->starts = calloc(START_BATCH, sizeof *self->starts);
+    self->hooks = calloc(HOOK_BATCH, sizeof *self->hooks);
+    self->http = self->starts && self->hooks ? httpc_new(ctx->loop, &ctx->log) : NULL;
     vapi_config_t vc = {.api_base = ctx->cfg->vapi_api_base, .public_url = ctx->cfg->http_public_url,
                         .webhook_secret = ctx->cfg->vapi_webhook_secret};
     self->vapi = self->http ? vapi_client_new(self->http, &vc, &ctx->log) : NULL;
     if (!self->vapi) {
         httpc_destroy(&self->http);
+        free(self->starts);
+        free(self->hooks);
         OPENSSL_cleanse(self->master_key, sizeof self->master_key);
         OPENSSL_cleanse(self->master_key_previous, sizeof self->master_key_previous);
         free(self);
@@ -489,8 +693,11 @@ static int dialer_create(actor_ctx_t *ctx, void **state) {
 static void dialer_destroy(actor_ctx_t *ctx, void **state) {
     dialer_t *self = *state;
     if (!self) return;
+    hook_flush(self);             // calls accepted and messages received, not yet recorded
     vapi_client_destroy(&self->vapi);
     httpc_destroy(&self->http);   // dials in flight complete as lost answers: the lease lookup settles them
+    free(self->starts);
+    free(self->hooks);
     OPENSSL_cleanse(self->master_key, sizeof self->master_key);
     OPENSSL_cleanse(self->master_key_previous, sizeof self->master_key_previous);
     free(self);

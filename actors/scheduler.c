@@ -7,9 +7,18 @@
 // booking becomes `initiating`, and the row gets a lease in this instance's name. So several
 // sweetyd processes on one database never take the same row, and never exceed a limit together.
 //
-// Wakes: at once on queue.enqueued (this instance), on a NOTIFY of a booking becoming `queued`
-// (any instance, through its own LISTEN connection), and every second as a backstop — that sweep
-// also catches retries whose time has come. Hourly: call_events partitions ahead, old queue rows.
+// Wakes: on queue.enqueued (this instance), on a NOTIFY of a booking becoming `queued` (any
+// instance, through its own LISTEN connection), and every second as a backstop — that sweep also
+// catches retries whose time has come, holds that ran out, and capacity another instance gave
+// back without a status change. A claim reports which plans still have an agent with room; until
+// capacity changes, a booking of a plan without room wakes nothing (a claim for it could only
+// fail, and during a burst of bookings with every agent busy or disabled each one cost a claim
+// transaction). What can bring capacity: capacity.changed from the dialer or the duration monitor
+// (a call of this instance ended), a NOTIFY of a booking completed, failed or cancelled (a call of
+// another instance ended), a NOTIFY on sweety_config (an operator changed accounts, agents or
+// plans), and the sweep (holds that ran out; another instance's call requeued, whose NOTIFY
+// `queued` is not told apart from a new booking). Hourly: call_events partitions ahead, old queue
+// rows.
 //
 // Owns: its PostgreSQL connection and its LISTEN connection. Talks to: the dialer (call.assigned,
 // a command to its inbox), everyone (booking.status, capacity.changed, call.assigned copies).
@@ -40,7 +49,30 @@ typedef struct {
     bool listen_registered;
     int64_t next_hourly_ms;
     bool round_armed;                // a claim round is already due from the loop (dispatch_soon)
+    dispatch_room_t room;            // what the last claim left: which plans have an agent with room
+    bool room_known;                 // false: claim on any wake-up (at start, after a failed claim)
 } scheduler_t;
+
+// ---- which wake-ups can lead to a claim ---------------------------------------------------------
+
+// False only when the last claim found that no agent of `plan` has room (NULL: any plan).
+static bool may_have_room(const scheduler_t *self, const char *plan) {
+    if (!self->room_known) return true;
+    bool listed = false;
+    for (size_t i = 0; i < self->room.nplans; i++) {
+        if (self->room.plans[i].room && (!plan || strcmp(self->room.plans[i].plan, plan) == 0)) return true;
+        listed = listed || (plan && strcmp(self->room.plans[i].plan, plan) == 0);
+    }
+    return plan && !listed;   // a plan the claim did not report: try
+}
+
+// True when the last claim left some plan without room: only then can more capacity matter.
+static bool short_of_room(const scheduler_t *self) {
+    if (!self->room_known) return true;
+    for (size_t i = 0; i < self->room.nplans; i++)
+        if (!self->room.plans[i].room) return true;
+    return false;
+}
 
 // Hands one claimed call to the dialer. A lost hand-over is not lost work: the lease expires and
 // the dialer's sweep looks the call up and dials it (storage/dispatch.h).
@@ -82,8 +114,9 @@ static void dispatch_round(scheduler_t *self) {
     for (int round = 0; round < CLAIM_ROUNDS_MAX; round++) {
         dispatch_assignment_t *claims = NULL;
         size_t n = 0;
-        int rc = dispatch_claim(self->ctx->db, self->owner, (int)self->ctx->cfg->scheduler_lease_s, CLAIM_BATCH,
-                                &claims, &n);
+        int rc = dispatch_claim_ex(self->ctx->db, self->owner, (int)self->ctx->cfg->scheduler_lease_s, CLAIM_BATCH,
+                                   &claims, &n, &self->room);
+        self->room_known = rc == STORE_OK;
         if (rc != STORE_OK) {
             log_warn(&self->ctx->log, "claim_failed", "rc=%s", store_err_name(rc));
             return;
@@ -102,25 +135,50 @@ static void dispatch_round(scheduler_t *self) {
     dispatch_soon(self, 1);
 }
 
+// Capacity may have been given back or added: the next wake-up claims whatever the plan.
+static void capacity_changed(scheduler_t *self) {
+    if (!short_of_room(self)) return;   // nothing waits for room
+    self->room_known = false;
+    dispatch_soon(self, WAKE_COALESCE_MS);
+}
+
 // ---- wake-ups from other instances ------------------------------------------------------------
 
+// A booking's status is one its call, if it had one, ended in: its capacity was given back.
+static bool ends_a_call(const char *status) {
+    return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0;
+}
+
 static void on_notification(void *arg, const char *channel, const char *payload) {
-    bool *wake = arg;
+    scheduler_t *self = arg;
+    if (strcmp(channel, "sweety_config") == 0) {
+        self->room_known = false;   // accounts, agents or plans changed: room is unknown
+        dispatch_soon(self, WAKE_COALESCE_MS);
+        return;
+    }
+    // Most notifications are calls starting (initiating, calling) of this or another instance:
+    // only a status this wake-up cares about is worth parsing.
+    if (!strstr(payload, "queued") && !strstr(payload, "completed") && !strstr(payload, "failed") &&
+        !strstr(payload, "cancelled"))
+        return;
     json_t *j = json_loads(payload, 0, NULL);
     const char *status = json_string_value(json_object_get(j, "status"));
-    if (status && strcmp(status, "queued") == 0) *wake = true;
+    if (status && strcmp(status, "queued") == 0) {
+        // A new booking, or a call of another instance back in the queue: that one gave capacity
+        // back, but it is not told apart from the many new bookings of a burst; the sweep finds it.
+        if (may_have_room(self, NULL)) dispatch_soon(self, WAKE_COALESCE_MS);
+    } else if (status && ends_a_call(status)) {
+        capacity_changed(self);
+    }
     json_decref(j);
 }
 
 static int on_listen_input(zloop_t *loop, zmq_pollitem_t *item, void *arg) {
     scheduler_t *self = arg;
-    bool wake = false;
-    if (notify_drain(self->listen, on_notification, &wake) != 0) {
+    if (notify_drain(self->listen, on_notification, self) != 0) {
         zloop_poller_end(loop, &self->listen_item);
         self->listen_registered = false;
-        return 0;
     }
-    if (wake) dispatch_soon(self, WAKE_COALESCE_MS);
     return 0;
 }
 
@@ -163,7 +221,12 @@ static int scheduler_on_timer(actor_ctx_t *ctx, void *state) {
 }
 
 static int scheduler_on_event(actor_ctx_t *ctx, void *state, const bus_msg_t *msg) {
-    if (msg->type == BUS_QUEUE_ENQUEUED) dispatch_soon(state, WAKE_COALESCE_MS);
+    scheduler_t *self = state;
+    if (msg->type == BUS_QUEUE_ENQUEUED && may_have_room(self, msg->u.queue_enqueued.plan))
+        dispatch_soon(self, WAKE_COALESCE_MS);
+    // Our own claims announce capacity taken; the others (dialer, duration monitor) capacity given back.
+    if (msg->type == BUS_CAPACITY_CHANGED && strcmp(msg->from, bus_endpoint_name(ctx->bus)) != 0)
+        capacity_changed(self);
     return 0;
 }
 
@@ -177,7 +240,8 @@ static int scheduler_create(actor_ctx_t *ctx, void **state) {
     util_random_bytes(rnd, sizeof rnd);
     snprintf(self->owner, sizeof self->owner, "%s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0], rnd[1], rnd[2],
              rnd[3]);
-    self->listen = notify_new(ctx->cfg->db_url, &ctx->log, (const char *const[]){"sweety_booking_status", NULL});
+    self->listen = notify_new(ctx->cfg->db_url, &ctx->log,
+                              (const char *const[]){"sweety_booking_status", "sweety_config", NULL});
     if (!self->listen) {
         free(self);
         return -1;
@@ -197,7 +261,7 @@ static void scheduler_destroy(actor_ctx_t *ctx, void **state) {
 
 const actor_spec_t scheduler_actor_spec = {
     .name = "scheduler",
-    .subscriptions = (const char *const[]){"queue.enqueued", NULL},
+    .subscriptions = (const char *const[]){"queue.enqueued", "capacity.changed", NULL},
     .needs_db = true,
     .timer_ms = SCHEDULER_SWEEP_MS,
     .create = scheduler_create,

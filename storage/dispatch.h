@@ -17,11 +17,16 @@
 //
 // Every function is one transaction, safe with several sweetyd processes on one database. Lock
 // order everywhere: booking, then its queue row, then its active_calls row, then the account, then
-// the agent. Claims are serialized among themselves by a transaction-level advisory lock (a claim
-// takes capacity on several accounts, in an order that depends on the data; two of them at once
-// could otherwise wait on each other), and take the queue rows with FOR UPDATE SKIP LOCKED.
-// Counters change only here, by conditional UPDATEs (WHERE active_calls < max_concurrent), and the
-// schema's CHECK (active_calls BETWEEN 0 AND max_concurrent) backs that up.
+// the agent; a statement that locks several bookings, accounts or agents locks them in id order.
+// Claims are serialized among themselves by a transaction-level advisory lock (a claim reads the
+// counters, assigns in memory, then takes the capacity: another claim in between would make it
+// start over), and take the queue rows with FOR UPDATE SKIP LOCKED. Counters change only here, by
+// conditional UPDATEs (WHERE active_calls < max_concurrent), and the schema's CHECK (active_calls
+// BETWEEN 0 AND max_concurrent) backs that up.
+//
+// The dialer's bursts have batch forms (dispatch_load_many, dispatch_started_many,
+// dispatch_calling_many): one statement for the common case of many calls, the same rows written
+// as one by one; what a batch leaves (a repeat, a conflict, an early event) goes the single way.
 //
 // Return codes are those of storage/store.h; outputs are written only on STORE_OK. Ids that are
 // not UUIDs are reported as STORE_ERR_NOT_FOUND.
@@ -77,14 +82,34 @@ void dispatch_assignments_free(dispatch_assignment_t **list_p, size_t n);
 // booking queued) by priority, highest first, then age, FOR UPDATE SKIP LOCKED, and gives each an
 // agent for its plan: enabled, in an enabled account that is not held, with an assistant id (its
 // own or the plan's), the agent and the account both below their limits; the agent of highest
-// priority first, then the least loaded (agent's calls, then account's). Both counters are taken
-// with conditional UPDATEs, so they never pass their limits however many claims run. A row for
-// which no agent has room stays queued, and so do the later rows of its plan. An assigned row:
+// priority first, then the least loaded (agent's calls, then account's), then the oldest. Both
+// counters are raised with conditional UPDATEs (one per claim for all the accounts, one for all the
+// agents), so they never pass their limits however many claims run; a claim whose capacity changed
+// under it (an operator, a hold) starts again. A row for which no agent has room stays queued, and
+// so do the later rows of its plan; rows of a plan without room are not even read. An assigned row:
 // queue -> dialing (agent, account, lease_owner = owner, lease_until = now() + lease_s,
 // dial_started_at, claim + 1), booking -> initiating.
 // *out: malloc'ed array of *n assignments in claim order (dispatch_assignments_free), NULL when *n is 0.
 // STORE_OK; STORE_ERR_INVALID (owner empty or too long, lease_s or limit <= 0); STORE_ERR_DB.
 int dispatch_claim(db_t *db, const char *owner, int lease_s, int limit, dispatch_assignment_t **out, size_t *n);
+
+#define DISPATCH_PLANS_MAX 16   // plans a dispatch_room_t reports (the schema has 4; more are claimed
+                                // all the same, but not reported)
+
+// What a claim leaves for the next: for each plan, whether one of its agents still has room (as
+// the claim saw the counters: a call that ended meanwhile may have made more). The scheduler runs
+// no claim for a booking of a plan without room until capacity changes.
+typedef struct {
+    size_t nplans;
+    struct {
+        char plan[STORE_KEY_MAX];
+        bool room;
+    } plans[DISPATCH_PLANS_MAX];
+} dispatch_room_t;
+
+// dispatch_claim, and *room (may be NULL) on STORE_OK.
+int dispatch_claim_ex(db_t *db, const char *owner, int lease_s, int limit, dispatch_assignment_t **out, size_t *n,
+                      dispatch_room_t *room);
 
 // Hourly housekeeping: deletes call_queue rows that ended (done, failed, cancelled) more than
 // older_than_s seconds ago. Their bookings keep the outcome and history; ended calls stay known
@@ -100,6 +125,13 @@ int dispatch_purge_finished(db_t *db, int older_than_s, int64_t *deleted);
 // for lookups. STORE_OK (release with dispatch_assignment_clear); STORE_ERR_NOT_FOUND (no try
 // outstanding: settled, requeued, cancelled); STORE_ERR_DB.
 int dispatch_load(db_t *db, const char *booking_id, dispatch_assignment_t *out);
+
+// dispatch_load for several bookings in one query (the dialer loads what the scheduler handed it
+// in one go). Bookings without a try outstanding, and ids that are not UUIDs, are left out.
+// *out: malloc'ed array of *n, in no particular order (dispatch_assignments_free), NULL when empty.
+// STORE_OK; STORE_ERR_DB.
+int dispatch_load_many(db_t *db, const char *const *booking_ids, size_t count, dispatch_assignment_t **out,
+                       size_t *n);
 
 typedef enum {
     DISPATCH_STARTED = 0,        // recorded now: publish call.started
@@ -128,6 +160,21 @@ int dispatch_started(db_t *db, const char *booking_id, int64_t claim, const char
                      const char *control_url, dispatch_start_t *out);
 
 typedef struct {
+    const char *booking_id;
+    int64_t claim;               // as for dispatch_started
+    const char *vapi_call_id;
+    const char *control_url;     // may be NULL
+} dispatch_start_in_t;
+
+// Several dispatch_started in one statement, for the common case only: the try is still dialing
+// that claim and no other call is noted on it. recorded[i] tells which items were recorded
+// (out[i] then filled, outcome DISPATCH_STARTED); nothing changed for the others, which the caller
+// hands to dispatch_started one by one (it tells a repeat, a conflict, an invalid item apart).
+// STORE_OK; STORE_ERR_DB (nothing recorded).
+int dispatch_started_many(db_t *db, const dispatch_start_in_t *items, size_t n, dispatch_start_t *out,
+                          bool *recorded);
+
+typedef struct {
     char booking_id[STORE_UUID_LEN];
     booking_event_t event;       // the move to calling; seq 0 when nothing changed
 } dispatch_calling_t;
@@ -139,6 +186,14 @@ typedef struct {
 // on the queue row. A call that has ended already: STORE_OK, seq 0.
 // STORE_OK; STORE_ERR_NOT_FOUND (a call we do not know); STORE_ERR_INVALID; STORE_ERR_DB.
 int dispatch_calling(db_t *db, const char *vapi_call_id, const char *booking_id, dispatch_calling_t *out);
+
+// dispatch_calling for several calls in one statement, for the common case only: the call is
+// recorded on its queue row (started), which is dialing or active. found[i] tells which were
+// (out[i] then filled; a call named twice moves its booking once: the event is on the first);
+// nothing changed for the others, which the caller hands to dispatch_calling one by one.
+// STORE_OK; STORE_ERR_DB (nothing changed).
+int dispatch_calling_many(db_t *db, const char *const *vapi_call_ids, size_t n, dispatch_calling_t *out,
+                          bool *found);
 
 // Any event for an active call: last_event_at = now(). STORE_OK; STORE_ERR_NOT_FOUND (not active); STORE_ERR_DB.
 int dispatch_touch(db_t *db, const char *vapi_call_id);

@@ -381,6 +381,43 @@ static void test_vapi_over_concurrency_requeues_without_counting_an_attempt(void
     wait_capacity_released();
 }
 
+static int64_t set_accounts_enabled(bool enabled) {
+    return client_query_int(&F->d, enabled ? "WITH u AS (UPDATE vapi_accounts SET enabled = true RETURNING 1)"
+                                             " SELECT count(*) FROM u"
+                                           : "WITH u AS (UPDATE vapi_accounts SET enabled = false RETURNING 1)"
+                                             " SELECT count(*) FROM u");
+}
+
+// With no usable agent, the scheduler stops claiming for each new booking (a claim could only
+// fail); the bookings wait, and once an operator enables an account again (NOTIFY sweety_config)
+// every one of them is dialled, once.
+static void test_bookings_wait_while_no_agent_is_usable_then_are_dialled_once(void **state) {
+    enum { N = 5 };
+    assert_int_equal(set_accounts_enabled(false), 2);
+    client_booked_t b[N];
+    char phones[N][20];
+    for (size_t i = 0; i < N; i++) {
+        client_new_phone(phones[i], sizeof phones[i]);
+        book_free(phones[i], &b[i]);
+    }
+    harness_sleep_ms(1500);   // more than a sweep: nothing can be claimed
+    for (size_t i = 0; i < N; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM bookings WHERE id = '%.40s' AND status = 'queued'", b[i].id);
+        assert_int_equal(client_query_int(&F->d, sql), 1);
+        assert_int_equal(calls_to(phones[i]), 0);
+    }
+    int64_t enabled_at = harness_now_ms();
+    assert_int_equal(set_accounts_enabled(true), 2);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(client_wait_status(&F->d, b[i].id, b[i].token, "completed", 30000), 0);
+    if (getenv("SWEETY_TEST_VERBOSE"))
+        fprintf(stderr, "all %d completed %lld ms after the accounts came back\n", N,
+                (long long)(harness_now_ms() - enabled_at));
+    for (size_t i = 0; i < N; i++) assert_int_equal(calls_to(phones[i]), 1);
+    wait_capacity_released();
+}
+
 // No name, email or full phone number in the daemon's log after all the calls above.
 static void test_no_personal_data_reaches_the_log(void **state) {
     char *log = harness_read_file(F->d.log);
@@ -418,6 +455,7 @@ int main(void) {
         T(test_end_of_call_report_ten_times_releases_capacity_once),
         T(test_vapi_over_concurrency_requeues_without_counting_an_attempt),
         T(test_two_hundred_bookings_never_exceed_any_limit),
+        T(test_bookings_wait_while_no_agent_is_usable_then_are_dialled_once),
         T(test_no_personal_data_reaches_the_log),
     };
     int failed = cmocka_run_group_tests_name("dispatch", tests, setup, teardown);

@@ -876,6 +876,167 @@ static void test_events_that_arrive_before_the_start_is_recorded(void **state) {
     assert_int_equal(s.events[1].seq, s.events[0].seq + 1);
 }
 
+// ---- batches (the dialer's bursts) ----------------------------------------------------------------
+
+static bool room_of(const dispatch_room_t *r, const char *plan) {
+    for (size_t i = 0; i < r->nplans; i++)
+        if (strcmp(r->plans[i].plan, plan) == 0) return r->plans[i].room;
+    fail_msg("plan %s not reported", plan);
+    return false;
+}
+
+static void test_claim_reports_which_plans_keep_room(void **state) {
+    fx_t *fx = *state;
+    char acct[STORE_UUID_LEN], off[STORE_UUID_LEN], g[STORE_UUID_LEN], b[STORE_UUID_LEN];
+    add_account(fx, "main", 10, acct);
+    add_account(fx, "off", 10, off);
+    add_agent(fx, acct, "standard", 1, 0, NULL, g);
+    add_agent(fx, acct, "premium", 5, 0, NULL, g);
+    add_agent(fx, off, "free_trial", 5, 0, NULL, g);
+    assert_int_equal(accounts_disable(fx->db, off), STORE_OK);
+    make_queued(fx, "standard", b);
+    make_queued(fx, "free_trial", b);
+
+    dispatch_room_t room;
+    memset(&room, 0x5a, sizeof room);
+    dispatch_assignment_t *a = NULL;
+    size_t n = 0;
+    assert_int_equal(dispatch_claim_ex(fx->db, "o", 60, 10, &a, &n, &room), STORE_OK);
+    assert_int_equal(n, 1);   // the standard row; the free trial has no usable agent
+    dispatch_assignments_free(&a, n);
+    assert_int_equal(room.nplans, 4);
+    assert_false(room_of(&room, "standard"));   // its one agent is full now
+    assert_true(room_of(&room, "premium"));
+    assert_false(room_of(&room, "free_trial"));   // its account is disabled
+    assert_false(room_of(&room, "extended"));     // no agent at all
+
+    // Nothing usable at all: no row is read, nothing changes.
+    exec_ok(fx->db, "UPDATE vapi_accounts SET enabled = false");
+    assert_int_equal(dispatch_claim_ex(fx->db, "o", 60, 10, &a, &n, &room), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_null(a);
+    for (size_t i = 0; i < room.nplans; i++) assert_false(room.plans[i].room);
+    assert_int_equal(query_int(fx->db, "SELECT count(*) FROM call_queue WHERE status = 'queued'"), 1);
+    assert_capacity_consistent(fx);
+}
+
+static void test_load_many_gives_the_outstanding_tries(void **state) {
+    fx_t *fx = *state;
+    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], b1[STORE_UUID_LEN], b2[STORE_UUID_LEN], b3[STORE_UUID_LEN];
+    add_account(fx, "main", 10, acct);
+    add_agent(fx, acct, "standard", 10, 0, NULL, g);
+    make_queued(fx, "standard", b1);
+    make_queued(fx, "standard", b2);
+    dispatch_assignment_t *a = NULL;
+    assert_int_equal(claim(fx, 10, &a), 2);
+    dispatch_assignment_t first = a[0];
+    dispatch_assignments_free(&a, 2);
+    make_queued(fx, "standard", b3);   // queued: no try outstanding
+    char call[64];
+    start(fx, &first, call);           // b1 active, b2 dialing
+
+    const char *ids[] = {b1, b2, b3, "not-a-uuid", "00000000-0000-4000-8000-000000000000", b2};
+    dispatch_assignment_t *rows = NULL;
+    size_t n = 99;
+    assert_int_equal(dispatch_load_many(fx->db, ids, 6, &rows, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        dispatch_assignment_t l;
+        assert_int_equal(dispatch_load(fx->db, rows[i].booking_id, &l), STORE_OK);
+        assert_memory_equal(&l, &rows[i], sizeof l);   // the same as one by one
+        dispatch_assignment_clear(&l);
+        bool is_b1 = strcmp(rows[i].booking_id, b1) == 0;
+        assert_true(is_b1 || strcmp(rows[i].booking_id, b2) == 0);
+        assert_string_equal(rows[i].queue_status, is_b1 ? "active" : "dialing");
+        assert_true(strstr(rows[i].phone, "+1666") == rows[i].phone);
+    }
+    dispatch_assignments_free(&rows, n);
+    assert_int_equal(dispatch_load_many(fx->db, ids + 3, 2, &rows, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_null(rows);
+}
+
+static void test_started_many_records_the_common_starts_and_leaves_the_rest(void **state) {
+    fx_t *fx = *state;
+    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], id[4][STORE_UUID_LEN];
+    add_account(fx, "main", 10, acct);
+    add_agent(fx, acct, "standard", 10, 0, NULL, g);
+    for (int i = 0; i < 4; i++) make_queued(fx, "standard", id[i]);
+    dispatch_assignment_t *a = NULL;
+    assert_int_equal(claim(fx, 10, &a), 4);
+    // b0: common; b1: an older claim (a late answer); b2: started already (a repeat); b3: common,
+    // named twice in the batch; a control URL that needs quoting in an array.
+    char call2[64];
+    start(fx, &a[2], call2);
+    const char *url = "https://control.example/x?a=\"1\",{b}\\";
+    dispatch_start_in_t in[] = {
+        {.booking_id = a[0].booking_id, .claim = a[0].claim, .vapi_call_id = "many-0", .control_url = url},
+        {.booking_id = a[1].booking_id, .claim = a[1].claim + 1, .vapi_call_id = "many-1"},
+        {.booking_id = a[2].booking_id, .claim = a[2].claim, .vapi_call_id = call2},
+        {.booking_id = a[3].booking_id, .claim = 0, .vapi_call_id = "many-3"},
+        {.booking_id = a[3].booking_id, .claim = 0, .vapi_call_id = "many-3"},
+    };
+    dispatch_start_t out[5];
+    bool recorded[5];
+    assert_int_equal(dispatch_started_many(fx->db, in, 5, out, recorded), STORE_OK);
+    assert_true(recorded[0]);
+    assert_false(recorded[1]);
+    assert_false(recorded[2]);
+    assert_true(recorded[3]);
+    assert_false(recorded[4]);   // once per booking: the second goes the single way
+    assert_int_equal(out[0].outcome, DISPATCH_STARTED);
+    assert_string_equal(out[0].agent_id, g);
+    assert_string_equal(out[0].account_id, acct);
+    assert_query_str(fx->db, url, "SELECT control_url FROM active_calls WHERE booking_id = '%s'", a[0].booking_id);
+    assert_query_str(fx->db, "many-0", "SELECT vapi_call_id FROM bookings WHERE id = '%s'", a[0].booking_id);
+    assert_query_str(fx->db, "active", "SELECT status FROM call_queue WHERE booking_id = '%s'", a[3].booking_id);
+    assert_query_str(fx->db, "dialing", "SELECT status FROM call_queue WHERE booking_id = '%s'", a[1].booking_id);
+    assert_int_equal(query_int(fx->db, "SELECT count(*) FROM call_events WHERE event_type = 'call.started'"
+                                       " AND (details->>'claim')::int = 1 AND vapi_call_id = 'many-3'"), 1);
+    // What the batch left, one by one: the repeat and the late answer are told apart.
+    dispatch_start_t st;
+    assert_int_equal(dispatch_started(fx->db, a[2].booking_id, a[2].claim, call2, NULL, &st), STORE_OK);
+    assert_int_equal(st.outcome, DISPATCH_ALREADY_STARTED);
+    assert_int_equal(dispatch_started(fx->db, a[1].booking_id, a[1].claim + 1, "many-1", NULL, &st),
+                     STORE_ERR_CONFLICT);
+    assert_int_equal(dispatch_started(fx->db, a[3].booking_id, 0, "many-3", NULL, &st), STORE_OK);
+    assert_int_equal(st.outcome, DISPATCH_ALREADY_STARTED);
+    dispatch_assignments_free(&a, 4);
+    assert_int_equal(dispatch_started_many(fx->db, in, 0, out, recorded), STORE_OK);
+    assert_capacity_consistent(fx);
+}
+
+static void test_calling_many_moves_each_booking_once(void **state) {
+    fx_t *fx = *state;
+    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], id[3][STORE_UUID_LEN];
+    add_account(fx, "main", 10, acct);
+    add_agent(fx, acct, "standard", 10, 0, NULL, g);
+    for (int i = 0; i < 3; i++) make_queued(fx, "standard", id[i]);
+    dispatch_assignment_t *a = NULL;
+    assert_int_equal(claim(fx, 10, &a), 3);
+    char c0[64], c1[64];
+    start(fx, &a[0], c0);
+    start(fx, &a[1], c1);
+    dispatch_calling_t one;
+    assert_int_equal(dispatch_calling(fx->db, c1, NULL, &one), STORE_OK);   // b1 calling already
+    // ringing and in-progress of c0 in one batch, c1 again, a call not started (a[2]), an unknown one
+    const char *calls[] = {c0, c0, c1, "never-started", "unknown"};
+    dispatch_calling_t out[5];
+    bool found[5];
+    assert_int_equal(dispatch_calling_many(fx->db, calls, 5, out, found), STORE_OK);
+    assert_true(found[0] && found[1] && found[2]);
+    assert_false(found[3] || found[4]);
+    assert_string_equal(out[0].booking_id, a[0].booking_id);
+    assert_string_equal(out[0].event.status, "calling");
+    assert_true(out[0].event.at[0] != '\0');
+    assert_int_equal(out[1].event.seq, 0);   // the booking moved once
+    assert_int_equal(out[2].event.seq, 0);   // it was calling already
+    assert_history(fx, a[0].booking_id, "pending>confirmed>queued>initiating>calling");
+    assert_int_equal(query_int(fx->db, "SELECT count(*) FROM active_calls WHERE calling_at IS NOT NULL"), 2);
+    assert_query_str(fx->db, "initiating", "SELECT status FROM bookings WHERE id = '%s'", a[2].booking_id);
+    dispatch_assignments_free(&a, 3);
+}
+
 // ---- crash recovery ---------------------------------------------------------------------------------
 
 static void test_expired_leases_are_handed_out_once_and_resolved(void **state) {
@@ -1121,6 +1282,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_fail_gives_up_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requeue_without_attempt_keeps_the_count_and_holds_the_account, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_that_arrive_before_the_start_is_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_reports_which_plans_keep_room, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_many_gives_the_outstanding_tries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_started_many_records_the_common_starts_and_leaves_the_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_calling_many_moves_each_booking_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_leases_are_handed_out_once_and_resolved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overdue_and_quiet_calls_are_found_and_taken_in_turn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_check_notices_a_wrong_counter, setup, teardown),
