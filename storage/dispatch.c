@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -654,7 +655,7 @@ static void claim_fill(const claim_t *c, const due_row_t *d, const char *owner, 
 
 // Moves the assigned rows to dialing (lease, agent, account, claim + 1) and their bookings to
 // initiating, in one statement, and fills *list (count assignments, claim order) with the rows'
-// new values. The status events are read afterwards (claim_read_events): the trigger's rows are
+// new values. The status events are read afterwards (read_events): the trigger's rows are
 // not visible to the statement that wrote them.
 static int claim_mark(db_t *db, const claim_t *c, const char *owner, int lease_s, dispatch_assignment_t *list,
                       size_t count) {
@@ -712,40 +713,44 @@ static int claim_mark(db_t *db, const claim_t *c, const char *owner, int lease_s
     return rc;
 }
 
-// The booking_events rows the move to initiating wrote (seq from claim_mark).
-static int claim_read_events(db_t *db, dispatch_assignment_t *list, size_t count) {
+// The booking_events rows a batch wrote, in one statement. items is an array of count structs of
+// `stride` bytes, each holding a booking id (char[], at id_at) and a booking_event_t (at event_at)
+// whose seq the caller set; status and at are filled in for the rows found. STORE_OK when every
+// row was read, STORE_ERR_NOT_FOUND when some were not, STORE_ERR_DB when the query failed.
+static int read_events(db_t *db, void *items, size_t stride, size_t count, size_t id_at, size_t event_at) {
     const char **ids = calloc(count, sizeof *ids);
     int *seqs = calloc(count, sizeof *seqs);
     char *a1 = NULL, *a2 = NULL;
     if (ids && seqs) {
         for (size_t i = 0; i < count; i++) {
-            ids[i] = list[i].booking_id;
-            seqs[i] = list[i].event.seq;
+            char *item = (char *)items + i * stride;
+            ids[i] = item + id_at;
+            seqs[i] = ((booking_event_t *)(item + event_at))->seq;
         }
         a1 = array_literal(ids, count);
         a2 = int_array_literal(seqs, count);
     }
-    const char *params[] = {a1, a2};
-    PGresult *res = a1 && a2 ? db_exec_prepared(
-        db, "dispatch_claim_events",
-        "SELECT e.booking_id, e.status::text, " SQL_RFC3339("e.at")
-        " FROM unnest($1::uuid[], $2::integer[]) AS k(id, seq)"
-        " JOIN booking_events e ON e.booking_id = k.id AND e.seq = k.seq",
-        2, params, NULL) : NULL;
-    free(a1);
-    free(a2);
     free(ids);
     free(seqs);
+    const char *params[] = {a1, a2};
+    PGresult *res = a1 && a2 ? db_exec_prepared(db, "dispatch_read_events",
+                                                "SELECT e.booking_id, e.status::text, " SQL_RFC3339("e.at")
+                                                " FROM unnest($1::uuid[], $2::integer[]) AS k(id, seq)"
+                                                " JOIN booking_events e ON e.booking_id = k.id AND e.seq = k.seq",
+                                                2, params, NULL)
+                             : NULL;
+    free(a1);
+    free(a2);
     if (!res) return STORE_ERR_DB;
-    int rc = (size_t)PQntuples(res) == count ? STORE_OK : STORE_ERR_DB;
-    for (int r = 0; r < PQntuples(res) && rc == STORE_OK; r++) {
-        const char *bid = PQgetvalue(res, r, 0);
+    int rc = (size_t)PQntuples(res) == count ? STORE_OK : STORE_ERR_NOT_FOUND;
+    for (int r = 0; r < PQntuples(res); r++)
         for (size_t i = 0; i < count; i++) {
-            if (strcmp(list[i].booking_id, bid) != 0) continue;
-            store_copy(list[i].event.status, sizeof list[i].event.status, res, r, 1);
-            store_copy(list[i].event.at, sizeof list[i].event.at, res, r, 2);
+            char *item = (char *)items + i * stride;
+            if (strcmp(item + id_at, PQgetvalue(res, r, 0)) != 0) continue;
+            booking_event_t *e = (booking_event_t *)(item + event_at);
+            store_copy(e->status, sizeof e->status, res, r, 1);
+            store_copy(e->at, sizeof e->at, res, r, 2);
         }
-    }
     PQclear(res);
     return rc;
 }
@@ -800,7 +805,10 @@ static int claim_once(db_t *db, const char *owner, int lease_s, int limit, dispa
         if (c.rows[r].agent >= 0) claim_fill(&c, &c.rows[r], owner, &list[k++]);
     if (rc == STORE_OK && count > 0) rc = claim_take_capacity(db, &c);
     if (rc == STORE_OK && count > 0) rc = claim_mark(db, &c, owner, lease_s, list, count);
-    if (rc == STORE_OK && count > 0) rc = claim_read_events(db, list, count);
+    if (rc == STORE_OK && count > 0) rc = read_events(db, list, sizeof *list, count, offsetof(dispatch_assignment_t, booking_id),
+                                                     offsetof(dispatch_assignment_t, event)) == STORE_OK
+                                             ? STORE_OK
+                                             : STORE_ERR_DB;
     if (rc == STORE_OK) claim_counters(&c, list, count);
     // A refused status change (SW001) would be a bug here, not the caller's: a db error.
     if (rc != STORE_OK || db_commit(db) != 0) {
@@ -904,6 +912,22 @@ int dispatch_load(db_t *db, const char *booking_id, dispatch_assignment_t *out) 
     return rc;
 }
 
+// Every row of res (taken: cleared here) as a new list of assignments; res NULL is a database error.
+static int assignment_rows(PGresult *res, dispatch_assignment_t **out, size_t *n) {
+    if (!res) return STORE_ERR_DB;
+    int rows = PQntuples(res);
+    dispatch_assignment_t *list = rows > 0 ? calloc((size_t)rows, sizeof *list) : NULL;
+    if (rows > 0 && !list) {
+        PQclear(res);
+        return STORE_ERR_DB;
+    }
+    for (int r = 0; r < rows; r++) assignment_row(res, r, &list[r]);
+    PQclear(res);
+    *out = list;
+    *n = (size_t)rows;
+    return STORE_OK;
+}
+
 int dispatch_load_many(db_t *db, const char *const *booking_ids, size_t count, dispatch_assignment_t **out,
                        size_t *n) {
     assert(db && out && n && (booking_ids || count == 0));
@@ -928,69 +952,10 @@ int dispatch_load_many(db_t *db, const char *const *booking_ids, size_t count, d
                                            1, params, NULL)
                         : NULL;
     free(arr);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    dispatch_assignment_t *list = rows > 0 ? calloc((size_t)rows, sizeof *list) : NULL;
-    if (rows > 0 && !list) {
-        PQclear(res);
-        return STORE_ERR_DB;
-    }
-    for (int r = 0; r < rows; r++) assignment_row(res, r, &list[r]);
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    return assignment_rows(res, out, n);
 }
 
 static bool url_ok(const char *url) { return store_len_ok(url, DISPATCH_URL_MAX - 1, false); }
-
-// The common start in one statement (one round trip instead of seven; the dialer records one per
-// call): the try is still dialing this claim and no other call is noted on it. The booking and its
-// queue row are locked first (the WITH's FOR UPDATE, rechecked on their latest versions), then
-// everything is written as the transaction below writes it. 1: recorded (*s filled); 0: not the
-// common case (nothing changed: the transaction below decides); -1: a database error, which the
-// transaction below meets again and reports.
-static int started_at_once(db_t *db, const char *booking_id, int64_t claim, const char *vapi_call_id,
-                           const char *control_url, dispatch_start_t *s) {
-    num_t cl = num(claim);
-    const char *params[] = {booking_id, cl.text, vapi_call_id, control_url};
-    PGresult *res = db_exec_prepared(
-        db, "dispatch_started_at_once",
-        "WITH l AS MATERIALIZED ("
-        "  SELECT b.id, b.status::text AS booking_status, q.id AS queue_id, q.agent_id, q.account_id, q.attempt,"
-        "         q.claim_seq, q.dial_started_at, p.duration_seconds"
-        "    FROM bookings b JOIN call_queue q ON q.booking_id = b.id JOIN plans p ON p.key = q.plan"
-        "   WHERE b.id = $1::uuid AND q.status::text = 'dialing' AND ($2::bigint = 0 OR q.claim_seq = $2::bigint)"
-        "     AND (q.vapi_call_id IS NULL OR q.vapi_call_id = $3)"
-        "   FOR UPDATE OF b, q),"
-        " qu AS (UPDATE call_queue q SET status = 'active', vapi_call_id = $3, lease_owner = NULL, lease_until = NULL"
-        "   FROM l WHERE q.id = l.queue_id RETURNING q.id),"
-        " ac AS (INSERT INTO active_calls (booking_id, agent_id, account_id, vapi_call_id, control_url, started_at,"
-        "   calling_at, last_event_at, max_duration_s)"
-        "   SELECT l.id, l.agent_id, l.account_id, $3, $4, COALESCE(l.dial_started_at, now()),"
-        "     CASE WHEN l.booking_status = 'calling' THEN now() END, now(), l.duration_seconds FROM l"
-        "   ON CONFLICT (booking_id) DO UPDATE SET agent_id = EXCLUDED.agent_id, account_id = EXCLUDED.account_id,"
-        "    vapi_call_id = EXCLUDED.vapi_call_id, control_url = EXCLUDED.control_url,"
-        "    started_at = EXCLUDED.started_at, calling_at = EXCLUDED.calling_at,"
-        "    last_event_at = EXCLUDED.last_event_at, max_duration_s = EXCLUDED.max_duration_s, monitor_at = NULL,"
-        "    end_requested_at = NULL"
-        "   RETURNING booking_id),"
-        " bu AS (UPDATE bookings b SET vapi_call_id = $3 FROM l WHERE b.id = l.id RETURNING b.id),"
-        " ev AS (INSERT INTO call_events (booking_id, vapi_call_id, event_type, status, details)"
-        "   SELECT l.id, $3, 'call.started', 'started', jsonb_build_object('attempt', l.attempt, 'claim', l.claim_seq)"
-        "   FROM l RETURNING booking_id)"
-        " SELECT l.agent_id, l.account_id, l.attempt FROM l",
-        4, params, NULL);
-    if (!res) return -1;
-    int rc = PQntuples(res) == 1 ? 1 : 0;
-    if (rc == 1) {
-        store_copy(s->agent_id, sizeof s->agent_id, res, 0, 0);
-        store_copy(s->account_id, sizeof s->account_id, res, 0, 1);
-        s->attempt = (int)store_int64(res, 0, 2);
-    }
-    PQclear(res);
-    return rc;
-}
 
 // The items dispatch_started_many can take: valid, and one per booking (two starts of one booking
 // in one statement would write its rows twice). *take[i] says which; returns how many.
@@ -1039,7 +1004,7 @@ int dispatch_started_many(db_t *db, const dispatch_start_in_t *items, size_t n, 
     char *a1 = k > 0 ? array_literal(ids, k) : NULL, *a2 = k > 0 ? array_literal(claim_txt, k) : NULL;
     char *a3 = k > 0 ? text_array_literal(calls, k) : NULL, *a4 = k > 0 ? text_array_literal(urls, k) : NULL;
     const char *params[] = {a1, a2, a3, a4};
-    // As started_at_once, for many: the bookings and their rows are locked in id order.
+    // The bookings and their rows are locked in id order (two batches never wait on each other).
     PGresult *res = a1 && a2 && a3 && a4 ? db_exec_prepared(
         db, "dispatch_started_many",
         "WITH d AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[])"
@@ -1099,6 +1064,20 @@ int dispatch_started_many(db_t *db, const dispatch_start_in_t *items, size_t n, 
     PQclear(res);
     free(take);
     return rc;
+}
+
+// The common start in one statement (one round trip instead of seven), as a batch of one: the try is still dialing this claim and no other call is noted on it. The booking and its
+// queue row are locked first (the WITH's FOR UPDATE, rechecked on their latest versions), then
+// everything is written as the transaction below writes it. 1: recorded (*s filled); 0: not the
+// common case (nothing changed: the transaction below decides); -1: a database error, which the
+// transaction below meets again and reports.
+static int started_at_once(db_t *db, const char *booking_id, int64_t claim, const char *vapi_call_id,
+                           const char *control_url, dispatch_start_t *s) {
+    dispatch_start_in_t in = {.booking_id = booking_id, .claim = claim, .vapi_call_id = vapi_call_id,
+                              .control_url = control_url};
+    bool recorded = false;
+    if (dispatch_started_many(db, &in, 1, s, &recorded) != STORE_OK) return -1;
+    return recorded ? 1 : 0;
 }
 
 int dispatch_started(db_t *db, const char *booking_id, int64_t claim, const char *vapi_call_id,
@@ -1238,41 +1217,6 @@ static int calling_at_once(db_t *db, const char *vapi_call_id, const char *booki
     return 1;
 }
 
-// The history rows the moves to calling wrote: events[i].seq set by the caller, status and at filled.
-static int calling_read_events(db_t *db, dispatch_calling_t *moved, size_t count) {
-    const char **ids = calloc(count, sizeof *ids);
-    int *seqs = calloc(count, sizeof *seqs);
-    char *a1 = NULL, *a2 = NULL;
-    if (ids && seqs) {
-        for (size_t i = 0; i < count; i++) {
-            ids[i] = moved[i].booking_id;
-            seqs[i] = moved[i].event.seq;
-        }
-        a1 = array_literal(ids, count);
-        a2 = int_array_literal(seqs, count);
-    }
-    free(ids);
-    free(seqs);
-    const char *params[] = {a1, a2};
-    PGresult *res = a1 && a2 ? db_exec_prepared(db, "dispatch_calling_events",
-                                                "SELECT e.booking_id, e.status::text, " SQL_RFC3339("e.at")
-                                                " FROM unnest($1::uuid[], $2::integer[]) AS k(id, seq)"
-                                                " JOIN booking_events e ON e.booking_id = k.id AND e.seq = k.seq",
-                                                2, params, NULL)
-                             : NULL;
-    free(a1);
-    free(a2);
-    if (!res) return STORE_ERR_DB;
-    for (int r = 0; r < PQntuples(res); r++)
-        for (size_t i = 0; i < count; i++) {
-            if (strcmp(moved[i].booking_id, PQgetvalue(res, r, 0)) != 0) continue;
-            store_copy(moved[i].event.status, sizeof moved[i].event.status, res, r, 1);
-            store_copy(moved[i].event.at, sizeof moved[i].event.at, res, r, 2);
-        }
-    PQclear(res);
-    return STORE_OK;
-}
-
 int dispatch_calling_many(db_t *db, const char *const *vapi_call_ids, size_t n, dispatch_calling_t *out,
                           bool *found) {
     assert(db && (vapi_call_ids || n == 0) && out && found);
@@ -1328,7 +1272,9 @@ int dispatch_calling_many(db_t *db, const char *const *vapi_call_ids, size_t n, 
     PQclear(res);
     // The moves are committed; a failed read loses their bus copies only (the NOTIFY and the
     // history have them): their seq is then cleared so nothing half-filled is published.
-    bool read = nmoved == 0 || calling_read_events(db, moved, nmoved) == STORE_OK;
+    // rows that were read are used even when some were not (those lose their bus copy only)
+    bool read = nmoved == 0 || read_events(db, moved, sizeof *moved, nmoved, offsetof(dispatch_calling_t, booking_id),
+                                                  offsetof(dispatch_calling_t, event)) != STORE_ERR_DB;
     for (size_t i = 0; i < n; i++) {
         if (out[i].event.seq == 0) continue;
         bool filled = false;
@@ -1779,18 +1725,7 @@ int dispatch_expired_leases(db_t *db, const char *owner, int lease_s, int limit,
         " FROM leased l JOIN call_queue q ON q.id = l.id" ASSIGNMENT_JOINS
         " ORDER BY q.lease_until",
         3, params, NULL);
-    if (!res) return STORE_ERR_DB;
-    int rows = PQntuples(res);
-    dispatch_assignment_t *list = rows > 0 ? calloc((size_t)rows, sizeof *list) : NULL;
-    if (rows > 0 && !list) {
-        PQclear(res);
-        return STORE_ERR_DB;
-    }
-    for (int r = 0; r < rows; r++) assignment_row(res, r, &list[r]);
-    PQclear(res);
-    *out = list;
-    *n = (size_t)rows;
-    return STORE_OK;
+    return assignment_rows(res, out, n);
 }
 
 // ---- monitor ----------------------------------------------------------------------------------------------

@@ -920,6 +920,19 @@ static void test_claim_reports_which_plans_keep_room(void **state) {
     assert_capacity_consistent(fx);
 }
 
+// One account and one standard agent (room for 10), `count` standard bookings queued and claimed.
+static dispatch_assignment_t *claimed_standard(fx_t *fx, int count, char acct[STORE_UUID_LEN], char agent[STORE_UUID_LEN]) {
+    add_account(fx, "main", 10, acct);
+    add_agent(fx, acct, "standard", 10, 0, NULL, agent);
+    for (int i = 0; i < count; i++) {
+        char id[STORE_UUID_LEN];
+        make_queued(fx, "standard", id);
+    }
+    dispatch_assignment_t *a = NULL;
+    assert_int_equal(claim(fx, 10, &a), count);
+    return a;
+}
+
 static void test_load_many_gives_the_outstanding_tries(void **state) {
     fx_t *fx = *state;
     char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], b1[STORE_UUID_LEN], b2[STORE_UUID_LEN], b3[STORE_UUID_LEN];
@@ -958,12 +971,8 @@ static void test_load_many_gives_the_outstanding_tries(void **state) {
 
 static void test_started_many_records_the_common_starts_and_leaves_the_rest(void **state) {
     fx_t *fx = *state;
-    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], id[4][STORE_UUID_LEN];
-    add_account(fx, "main", 10, acct);
-    add_agent(fx, acct, "standard", 10, 0, NULL, g);
-    for (int i = 0; i < 4; i++) make_queued(fx, "standard", id[i]);
-    dispatch_assignment_t *a = NULL;
-    assert_int_equal(claim(fx, 10, &a), 4);
+    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN];
+    dispatch_assignment_t *a = claimed_standard(fx, 4, acct, g);
     // b0: common; b1: an older claim (a late answer); b2: started already (a repeat); b3: common,
     // named twice in the batch; a control URL that needs quoting in an array.
     char call2[64];
@@ -1008,12 +1017,8 @@ static void test_started_many_records_the_common_starts_and_leaves_the_rest(void
 
 static void test_calling_many_moves_each_booking_once(void **state) {
     fx_t *fx = *state;
-    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN], id[3][STORE_UUID_LEN];
-    add_account(fx, "main", 10, acct);
-    add_agent(fx, acct, "standard", 10, 0, NULL, g);
-    for (int i = 0; i < 3; i++) make_queued(fx, "standard", id[i]);
-    dispatch_assignment_t *a = NULL;
-    assert_int_equal(claim(fx, 10, &a), 3);
+    char acct[STORE_UUID_LEN], g[STORE_UUID_LEN];
+    dispatch_assignment_t *a = claimed_standard(fx, 3, acct, g);
     char c0[64], c1[64];
     start(fx, &a[0], c0);
     start(fx, &a[1], c1);
