@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/util.h"
@@ -21,17 +22,55 @@ static const char header_b64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
 #define SIG_B64_LEN 43   // 32 bytes, unpadded base64url
 
-static int hmac_sha256(const char *key, const void *data, size_t len, unsigned char mac[32]) {
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+struct token_signer {
+    // One HMAC-SHA256 context per entry of the secrets list, keyed with it when the signer was
+    // made; NULL for an empty or missing entry. EVP_MAC_init with a NULL key restarts an HMAC
+    // context under the key it already holds (OpenSSL 3, EVP_MAC-HMAC), so a token costs no key
+    // setup and no allocation.
+    EVP_MAC_CTX *ctx[TOKEN_SECRETS_MAX];
+};
+
+token_signer_t *token_signer_new(const char *const *secrets) {
+    token_signer_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    size_t n = 0;
+    bool any = false;
+    for (; secrets && n < TOKEN_SECRETS_MAX && secrets[n]; n++) any = any || secrets[n][0];
+    if (!any) return self;   // nothing to key: a signer that refuses every token
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!mac) goto fail;
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
                            OSSL_PARAM_construct_end()};
+    for (size_t i = 0; i < n; i++) {
+        if (!secrets[i][0]) continue;
+        self->ctx[i] = EVP_MAC_CTX_new(mac);
+        if (!self->ctx[i] ||
+            EVP_MAC_init(self->ctx[i], (const unsigned char *)secrets[i], strlen(secrets[i]), params) != 1) {
+            EVP_MAC_free(mac);
+            goto fail;
+        }
+    }
+    EVP_MAC_free(mac);   // each context holds its own reference to the algorithm
+    return self;
+fail:
+    token_signer_destroy(&self);
+    return NULL;
+}
+
+void token_signer_destroy(token_signer_t **self_p) {
+    token_signer_t *self = *self_p;
+    if (!self) return;
+    for (size_t i = 0; i < TOKEN_SECRETS_MAX; i++) EVP_MAC_CTX_free(self->ctx[i]);   // frees the keys too
+    free(self);
+    *self_p = NULL;
+}
+
+// HMAC-SHA256 of data[0..len) under secret i. -1 when that slot has no key or OpenSSL fails.
+static int signer_mac(token_signer_t *self, size_t i, const void *data, size_t len, unsigned char mac[32]) {
+    EVP_MAC_CTX *ctx = self->ctx[i];
     size_t outl = 0;
-    int ok = ctx && EVP_MAC_init(ctx, (const unsigned char *)key, strlen(key), params) == 1 &&
-             EVP_MAC_update(ctx, data, len) == 1 && EVP_MAC_final(ctx, mac, &outl, 32) == 1 &&
-             outl == 32;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(m);
+    int ok = ctx && EVP_MAC_init(ctx, NULL, 0, NULL) == 1 && EVP_MAC_update(ctx, data, len) == 1 &&
+             EVP_MAC_final(ctx, mac, &outl, 32) == 1 && outl == 32;
     return ok ? 0 : -1;
 }
 
@@ -79,9 +118,9 @@ static bool bid_valid(const char *s, size_t len) {
     return true;
 }
 
-int token_issue(const char *secret, const char *booking_id, int64_t now, int64_t ttl_s, char *out,
-                size_t outsize) {
-    if (!secret || !*secret || !booking_id || !out || ttl_s <= 0) return -1;
+int token_signer_issue(token_signer_t *self, const char *booking_id, int64_t now, int64_t ttl_s, char *out,
+                       size_t outsize) {
+    if (!self || !self->ctx[0] || !booking_id || !out || ttl_s <= 0) return -1;   // no ctx: no secret
     if (!bid_valid(booking_id, strnlen(booking_id, TOKEN_BID_MAX + 1))) return -1;
     if (now > INT64_MAX - ttl_s) return -1;
     char claims[128];
@@ -94,12 +133,23 @@ int token_issue(const char *secret, const char *booking_id, int64_t now, int64_t
     buf[pos++] = '.';
     pos += b64url_encode((const unsigned char *)claims, (size_t)n, buf + pos);
     unsigned char mac[32];
-    if (hmac_sha256(secret, buf, pos, mac) != 0) return -1;
+    if (signer_mac(self, 0, buf, pos, mac) != 0) return -1;
     buf[pos++] = '.';
     pos += b64url_encode(mac, sizeof mac, buf + pos);
     if (pos + 1 > outsize) return -1;
     memcpy(out, buf, pos + 1);
     return 0;
+}
+
+int token_issue(const char *secret, const char *booking_id, int64_t now, int64_t ttl_s, char *out,
+                size_t outsize) {
+    if (!secret || !*secret) return -1;
+    const char *const secrets[] = {secret, NULL};
+    token_signer_t *signer = token_signer_new(secrets);
+    if (!signer) return -1;
+    int rc = token_signer_issue(signer, booking_id, now, ttl_s, out, outsize);
+    token_signer_destroy(&signer);
+    return rc;
 }
 
 // Decodes one base64url segment and parses it as a JSON object. NULL if it is anything else.
@@ -116,6 +166,31 @@ static json_t *segment_json(const char *seg, size_t n) {
     return v;
 }
 
+// Where the segments of a token lie: header token[0..hlen), claims claims[0..clen), signature
+// sig[0..SIG_B64_LEN); token[0..signed_len) is the signed text.
+typedef struct {
+    size_t hlen, clen, signed_len;
+    const char *claims, *sig;
+} token_parts_t;
+
+// Splits a token into its three non-empty segments. -1 for anything else (too long, a segment
+// missing or empty, a fourth one, a signature of the wrong length).
+static int token_split(const char *token, token_parts_t *p) {
+    size_t len = strnlen(token, TOKEN_MAX_LEN + 1);
+    if (len > TOKEN_MAX_LEN) return -1;
+    const char *dot1 = memchr(token, '.', len);
+    const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token))) return -1;
+    p->hlen = (size_t)(dot1 - token);
+    p->clen = (size_t)(dot2 - dot1 - 1);
+    p->claims = dot1 + 1;
+    p->sig = dot2 + 1;
+    p->signed_len = (size_t)(dot2 - token);
+    size_t slen = len - (size_t)(p->sig - token);
+    if (p->hlen == 0 || p->clen == 0 || slen != SIG_B64_LEN) return -1;
+    return 0;
+}
+
 int token_verify(const char *secret, const char *token, int64_t now, char booking_id[37]) {
     const char *const secrets[] = {secret, NULL};
     return token_verify_any(secrets, token, now, booking_id, NULL);
@@ -125,32 +200,37 @@ int token_verify_any(const char *const *secrets, const char *token, int64_t now,
                      int *matched) {
     if (matched) *matched = -1;
     if (!secrets || !token || !booking_id) return -1;
-    size_t len = strnlen(token, TOKEN_MAX_LEN + 1);
-    if (len > TOKEN_MAX_LEN) return -1;
-    const char *dot1 = memchr(token, '.', len);
-    const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
-    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token))) return -1;
-    size_t hlen = (size_t)(dot1 - token), clen = (size_t)(dot2 - dot1 - 1);
-    const char *sig = dot2 + 1;
-    size_t slen = len - (size_t)(sig - token);
-    if (hlen == 0 || clen == 0 || slen != SIG_B64_LEN) return -1;
+    token_parts_t parts;
+    if (token_split(token, &parts) != 0) return -1;   // refused before any key is set up
+    token_signer_t *signer = token_signer_new(secrets);
+    if (!signer) return -1;
+    int rc = token_signer_verify(signer, token, now, booking_id, matched);
+    token_signer_destroy(&signer);
+    return rc;
+}
+
+int token_signer_verify(token_signer_t *self, const char *token, int64_t now, char booking_id[37], int *matched) {
+    if (matched) *matched = -1;
+    if (!self || !token || !booking_id) return -1;
+    token_parts_t parts;
+    if (token_split(token, &parts) != 0) return -1;
 
     // Every secret is tried, without an early exit: the time taken does not say which one matched.
     int found = -1;
-    for (size_t i = 0; secrets[i] && i < TOKEN_SECRETS_MAX; i++) {
-        if (!secrets[i][0]) continue;
+    for (size_t i = 0; i < TOKEN_SECRETS_MAX; i++) {
+        if (!self->ctx[i]) continue;   // an empty or missing secret
         unsigned char mac[32];
         char expect[48];
-        if (hmac_sha256(secrets[i], token, (size_t)(dot2 - token), mac) != 0) continue;
+        if (signer_mac(self, i, token, parts.signed_len, mac) != 0) continue;
         b64url_encode(mac, sizeof mac, expect);
-        bool eq = util_consttime_equal(expect, SIG_B64_LEN, sig, slen);
+        bool eq = util_consttime_equal(expect, SIG_B64_LEN, parts.sig, SIG_B64_LEN);
         if (eq && found < 0) found = (int)i;
     }
     if (found < 0) return -1;
 
     int rc = -1;
-    json_t *header = segment_json(token, hlen);
-    json_t *claims = segment_json(dot1 + 1, clen);
+    json_t *header = segment_json(token, parts.hlen);
+    json_t *claims = segment_json(parts.claims, parts.clen);
     if (!header || !claims) goto done;
     json_t *alg = json_object_get(header, "alg");
     if (!json_is_string(alg) || strcmp(json_string_value(alg), "HS256") != 0 ||

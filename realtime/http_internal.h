@@ -18,6 +18,7 @@
 
 #include "bus/bus.h"
 #include "common/log.h"
+#include "common/token.h"
 #include "conf/config.h"
 #include "realtime/api_error.h"
 #include "realtime/cidr.h"
@@ -140,6 +141,11 @@ typedef struct http_t {
     int64_t ws_deadline_us;    // $TERM: how long to wait for WebSockets to close
     // pages and assets from http.web_root (web_files.c)
     struct web_files *web;
+    // security.token_secret (issuing) and security.token_secret_previous, keyed once for the
+    // status tokens this thread checks (http_token_verify, WebSocket subscribe). The config is
+    // read-only for the process lifetime and a rotation restarts sweetyd, so it never needs
+    // rebuilding; the signer is not thread safe, and only this actor's thread uses it.
+    token_signer_t *token_signer;
     // connections refused near the open-file limit (refuse_connection)
     int64_t fd_ceiling;        // descriptors at or above this are refused; 0: no limit known
     uint64_t refused_fd_limit;
@@ -246,7 +252,8 @@ void http_count_webhook(http_t *self, webhook_provider_t provider, webhook_outco
 void http_count_secret(http_t *self, secret_use_t use, int matched);
 
 // A status token for booking id[0..id_len), checked against security.token_secret and, during a
-// rotation, security.token_secret_previous (common/token.h); counted with http_count_secret.
+// rotation, security.token_secret_previous (self->token_signer, common/token.h); counted with
+// http_count_secret.
 // 0 when it is valid and names exactly that booking, else -1.
 int http_token_verify(http_t *self, const char *token, const char *id, size_t id_len);
 

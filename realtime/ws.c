@@ -308,8 +308,9 @@ int ws_parse_client_frame(const char *text, size_t len, const char *secret, int6
     return ws_parse_client_frame_any(text, len, secrets, now_s, out, NULL);
 }
 
-int ws_parse_client_frame_any(const char *text, size_t len, const char *const *secrets, int64_t now_s,
-                              ws_subscribe_t *out, int *matched) {
+// The frame read, and its token checked with the signer when there is one, else with the secrets.
+static int parse_client_frame(const char *text, size_t len, token_signer_t *signer, const char *const *secrets,
+                              int64_t now_s, ws_subscribe_t *out, int *matched) {
     if (matched) *matched = -1;
     json_t *j = api_json_loadb(text, len, JSON_REJECT_DUPLICATES);
     const char *type = json_string_value(json_object_get(j, "type"));
@@ -328,8 +329,10 @@ int ws_parse_client_frame_any(const char *text, size_t len, const char *const *s
     snprintf(r.booking_id, sizeof r.booking_id, "%s", json_string_value(bid));
     r.after_seq = json_is_integer(after) ? json_integer_value(after) : 0;
     char token_bid[37];
+    const char *token = json_string_value(tok);
     bool authorized = json_string_length(tok) <= TOKEN_MAX_LEN &&
-                      token_verify_any(secrets, json_string_value(tok), now_s, token_bid, matched) == 0 &&
+                      (signer ? token_signer_verify(signer, token, now_s, token_bid, matched)
+                              : token_verify_any(secrets, token, now_s, token_bid, matched)) == 0 &&
                       strcmp(token_bid, r.booking_id) == 0;
     json_decref(j);
     if (!authorized) {
@@ -340,13 +343,26 @@ int ws_parse_client_frame_any(const char *text, size_t len, const char *const *s
     return WS_FRAME_SUBSCRIBE;
 }
 
+int ws_parse_client_frame_any(const char *text, size_t len, const char *const *secrets, int64_t now_s,
+                              ws_subscribe_t *out, int *matched) {
+    return parse_client_frame(text, len, NULL, secrets, now_s, out, matched);
+}
+
+int ws_parse_client_frame_signer(const char *text, size_t len, token_signer_t *signer, int64_t now_s,
+                                 ws_subscribe_t *out, int *matched) {
+    if (!signer) {   // NULL would mean "use the secrets" to parse_client_frame: refuse the token instead
+        const char *const none[] = {NULL};
+        return parse_client_frame(text, len, NULL, none, now_s, out, matched);
+    }
+    return parse_client_frame(text, len, signer, NULL, now_s, out, matched);
+}
+
 static void on_message(http_t *self, ws_conn_t *c, const char *text, size_t len) {
     ws_subscribe_t req;
-    // security.token_secret_previous: tokens signed before a rotation still subscribe until they expire
-    const char *current = self->cfg->security_token_secret;
-    const char *const secrets[] = {current ? current : "", self->cfg->security_token_secret_previous, NULL};
+    // security.token_secret_previous (in the signer): tokens signed before a rotation still
+    // subscribe until they expire
     int matched = -1;
-    int rc = ws_parse_client_frame_any(text, len, secrets, (int64_t)time(NULL), &req, &matched);
+    int rc = ws_parse_client_frame_signer(text, len, self->token_signer, (int64_t)time(NULL), &req, &matched);
     if (rc == WS_FRAME_SUBSCRIBE) http_count_secret(self, SECRET_TOKEN, matched);
     if (rc == WS_FRAME_BAD_REQUEST) {
         send_error(self, c, "bad_request");

@@ -33,4 +33,9 @@ int ws_parse_client_frame(const char *text, size_t len, const char *secret, int6
 int ws_parse_client_frame_any(const char *text, size_t len, const char *const *secrets, int64_t now_s,
                               ws_subscribe_t *out, int *matched);
 
+// The same with the secrets already keyed in a token_signer_t (the http actor's, one per thread:
+// no HMAC setup per message). A NULL signer verifies nothing (WS_FRAME_UNAUTHORIZED at best).
+int ws_parse_client_frame_signer(const char *text, size_t len, token_signer_t *signer, int64_t now_s,
+                                 ws_subscribe_t *out, int *matched);
+
 #endif

@@ -325,6 +325,188 @@ static void test_token_signed_with_neither_secret_is_refused(void **state) {
     free(forged);
 }
 
+// ---- token_signer_t: the same tokens and the same answers as the pure functions --------------------
+
+static void test_signer_issues_byte_identical_tokens(void **state) {
+    (void)state;
+    const char *const one[] = {SECRET, NULL};
+    token_signer_t *signer = token_signer_new(one);
+    assert_non_null(signer);
+    char tok[512], expect[512];
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, sizeof tok), 0);
+    assert_string_equal(tok, cli_token);
+    // the keyed context is reused: every later token must still be the one token_issue gives
+    const char *bids[] = {"bk_42", BID, "a", "booking-b", "0123456789abcdefghijklmnopqrstuvwxyz"};
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof bids / sizeof *bids; i++) {
+            int64_t iat = IAT + round * 1000 + (int64_t)i;
+            assert_int_equal(token_signer_issue(signer, bids[i], iat, 60 + round, tok, sizeof tok), 0);
+            assert_int_equal(token_issue(SECRET, bids[i], iat, 60 + round, expect, sizeof expect), 0);
+            assert_string_equal(tok, expect);
+        }
+    }
+    token_signer_destroy(&signer);
+    assert_null(signer);
+    token_signer_destroy(&signer);   // twice is harmless
+
+    // during a rotation tokens are issued with the current secret, the first one
+    const char *const rotated[] = {"the-new-token-secret", SECRET, NULL};
+    signer = token_signer_new(rotated);
+    assert_non_null(signer);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, sizeof tok), 0);
+    assert_int_equal(token_issue("the-new-token-secret", BID, IAT, TTL, expect, sizeof expect), 0);
+    assert_string_equal(tok, expect);
+    token_signer_destroy(&signer);
+}
+
+static void test_signer_refuses_the_arguments_token_issue_refuses(void **state) {
+    (void)state;
+    const char *const one[] = {SECRET, NULL};
+    token_signer_t *signer = token_signer_new(one);
+    assert_non_null(signer);
+    char tok[512];
+    assert_int_equal(token_signer_issue(signer, "", IAT, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, NULL, IAT, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, "has space", IAT, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, "quote\"", IAT, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, BID "0", IAT, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, 0, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, -5, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, BID, INT64_MAX - 10, TTL, tok, sizeof tok), -1);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, NULL, sizeof tok), -1);
+    size_t need = strlen(cli_token) + 1;
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, need - 1), -1);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, need), 0);
+    assert_string_equal(tok, cli_token);   // a refused call leaves the context usable
+    token_signer_destroy(&signer);
+    assert_int_equal(token_signer_issue(NULL, BID, IAT, TTL, tok, sizeof tok), -1);
+
+    // no current secret (empty or missing): nothing is issued, and nothing verifies but what an
+    // entry after it signed
+    const char *const empty_current[] = {"", SECRET, NULL};
+    signer = token_signer_new(empty_current);
+    assert_non_null(signer);
+    assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, sizeof tok), -1);
+    char bid[37];
+    int matched = 7;
+    assert_int_equal(token_signer_verify(signer, cli_token, IAT, bid, &matched), 0);
+    assert_int_equal(matched, 1);
+    token_signer_destroy(&signer);
+    const char *const none[] = {NULL};
+    const char *const *lists[] = {none, NULL};
+    for (size_t i = 0; i < 2; i++) {
+        signer = token_signer_new(lists[i]);
+        assert_non_null(signer);   // valid, refusing everything
+        assert_int_equal(token_signer_issue(signer, BID, IAT, TTL, tok, sizeof tok), -1);
+        assert_int_equal(token_signer_verify(signer, cli_token, IAT, bid, &matched), -1);
+        assert_int_equal(matched, -1);
+        token_signer_destroy(&signer);
+    }
+}
+
+static void test_signer_verifies_the_rotation_cases(void **state) {
+    (void)state;
+    const char *const rotated[] = {"the-new-token-secret", SECRET, NULL};   // current, previous
+    token_signer_t *signer = token_signer_new(rotated);
+    assert_non_null(signer);
+    char tok[512], bid[37] = "";
+    int matched = 7;
+    // previous secret: accepted and said so, until the token expires
+    assert_int_equal(token_signer_verify(signer, cli_token, IAT, bid, &matched), 0);
+    assert_string_equal(bid, BID);
+    assert_int_equal(matched, 1);
+    strcpy(bid, "untouched");
+    assert_int_equal(token_signer_verify(signer, cli_token, EXP, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+    assert_string_equal(bid, "untouched");
+    // current secret
+    assert_int_equal(token_signer_issue(signer, "bk_42", IAT, 60, tok, sizeof tok), 0);
+    assert_int_equal(token_signer_verify(signer, tok, IAT + 59, bid, &matched), 0);
+    assert_string_equal(bid, "bk_42");
+    assert_int_equal(matched, 0);
+    assert_int_equal(token_signer_verify(signer, tok, IAT + 60, bid, &matched), -1);   // expired
+    assert_int_equal(matched, -1);
+    // a bad signature: the last character changed, and a claim signed with a third secret
+    tok[strlen(tok) - 1] = tok[strlen(tok) - 1] == 'A' ? 'B' : 'A';
+    assert_int_equal(token_signer_verify(signer, tok, IAT, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+    char *forged = forge(hs256, "{\"bid\":\"" BID "\",\"exp\":1700604800,\"iat\":1700000000}", "x");
+    assert_int_equal(token_signer_verify(signer, forged, IAT, bid, &matched), -1);
+    free(forged);
+    assert_int_equal(token_signer_verify(signer, NULL, IAT, bid, &matched), -1);
+    assert_int_equal(token_signer_verify(signer, cli_token, IAT, NULL, &matched), -1);
+    assert_int_equal(token_signer_verify(signer, cli_token, IAT, bid, NULL), 0);   // matched optional
+    assert_int_equal(token_signer_verify(NULL, cli_token, IAT, bid, &matched), -1);
+    token_signer_destroy(&signer);
+
+    // after the rotation the old secret is gone
+    const char *const after[] = {"the-new-token-secret", "", NULL};
+    signer = token_signer_new(after);
+    assert_non_null(signer);
+    assert_int_equal(token_signer_verify(signer, cli_token, IAT, bid, &matched), -1);
+    assert_int_equal(matched, -1);
+    token_signer_destroy(&signer);
+}
+
+// Every verdict of a signer (result, *matched, booking id) against token_verify_any's, for a set
+// of tokens (good, forged, expired, mutated one character at a time, cut short, malformed), several
+// secret lists and several clocks.
+static void test_signer_verifies_exactly_like_token_verify_any(void **state) {
+    (void)state;
+    enum { TOKS_MAX = 1024 };
+    char **toks = calloc(TOKS_MAX, sizeof *toks);
+    assert_non_null(toks);
+    size_t n = 0;
+    toks[n++] = strdup(cli_token);
+    toks[n++] = strdup(none_unsigned);
+    toks[n++] = strdup(none_hs256_signed);
+    toks[n++] = forge(hs256, "{\"bid\":\"bk_1\",\"exp\":1700604800,\"iat\":1700000060,\"x\":[1]}", SECRET);
+    toks[n++] = forge(hs256, "{\"bid\":\"bk_1\",\"exp\":1700604800,\"iat\":1700000061}", SECRET);
+    toks[n++] = forge("{\"alg\":\"HS256\",\"crit\":[\"x\"]}", "{\"bid\":\"bk_1\",\"exp\":1700604800,\"iat\":1}", SECRET);
+    toks[n++] = forge(hs256, "{\"bid\":\"bk_1\",\"exp\":1700604800,\"iat\":1}", "the-new-token-secret");
+    toks[n++] = forge(hs256, "{\"bid\":\"bk 1\",\"exp\":1700604800,\"iat\":1}", SECRET);
+    const char *malformed[] = {"", ".", "..", "a.b", "a.b.c.d", "a..c", "\xff\xfe.\x01.\x02"};
+    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++) toks[n++] = strdup(malformed[i]);
+    for (size_t i = 0; i < sizeof cli_token - 1; i += 3) {   // every third character changed
+        toks[n] = strdup(cli_token);
+        assert_non_null(toks[n]);
+        toks[n][i] = toks[n][i] == 'A' ? 'B' : 'A';
+        n++;
+    }
+    for (size_t len = 0; len < sizeof cli_token - 1; len += 7) toks[n++] = strndup(cli_token, len);
+    assert_true(n < TOKS_MAX);
+    for (size_t i = 0; i < n; i++) assert_non_null(toks[i]);
+
+    const char *const l_one[] = {SECRET, NULL};
+    const char *const l_rotated[] = {"the-new-token-secret", SECRET, NULL};
+    const char *const l_old_first[] = {SECRET, "the-new-token-secret", NULL};
+    const char *const l_empty_current[] = {"", SECRET, NULL};
+    const char *const l_neither[] = {"the-new-token-secret", "the-old-token-secret", NULL};
+    const char *const l_many[] = {"a", "b", "c", "d", SECRET, NULL};   // beyond TOKEN_SECRETS_MAX
+    const char *const l_none[] = {NULL};
+    const char *const *lists[] = {l_one, l_rotated, l_old_first, l_empty_current, l_neither, l_many, l_none};
+    const int64_t nows[] = {IAT, IAT - 1, EXP - 1, EXP, 0};
+
+    for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
+        token_signer_t *signer = token_signer_new(lists[l]);
+        assert_non_null(signer);
+        for (size_t t = 0; t < n; t++) {
+            for (size_t k = 0; k < sizeof nows / sizeof *nows; k++) {
+                char bid_a[37] = "untouched", bid_b[37] = "untouched";
+                int m_a = 7, m_b = 7;
+                int rc_a = token_verify_any(lists[l], toks[t], nows[k], bid_a, &m_a);
+                int rc_b = token_signer_verify(signer, toks[t], nows[k], bid_b, &m_b);
+                if (rc_a != rc_b || m_a != m_b || strcmp(bid_a, bid_b) != 0)
+                    fail_msg("list %zu token %zu now %lld: %d/%d/%s vs %d/%d/%s", l, t, (long long)nows[k], rc_a,
+                             m_a, bid_a, rc_b, m_b, bid_b);
+            }
+        }
+        token_signer_destroy(&signer);
+    }
+    for (size_t i = 0; i < n; i++) free(toks[i]);
+    free(toks);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_matches_a_token_built_with_openssl),
@@ -345,6 +527,10 @@ int main(void) {
         cmocka_unit_test(test_token_signed_with_the_previous_secret_verifies_until_it_expires),
         cmocka_unit_test(test_token_signed_with_the_current_secret_says_current),
         cmocka_unit_test(test_token_signed_with_neither_secret_is_refused),
+        cmocka_unit_test(test_signer_issues_byte_identical_tokens),
+        cmocka_unit_test(test_signer_refuses_the_arguments_token_issue_refuses),
+        cmocka_unit_test(test_signer_verifies_the_rotation_cases),
+        cmocka_unit_test(test_signer_verifies_exactly_like_token_verify_any),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
