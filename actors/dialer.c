@@ -46,9 +46,13 @@
 #define START_BATCH 64             // accepted calls recorded in one statement
 #define START_WAIT_MS 5            // ... gathered this long (VAPI's first message comes ~100 ms later)
 #define HOOK_BATCH 64              // ringing / in-progress messages applied in one statement
-#define HOOK_WAIT_MS 2             // ... gathered this long (the answer to each waits for it)
+// ... gathered while the loop drains its inbox: a 0 ms timer runs once the loop has taken what the
+// inbox held, so a burst becomes one statement while a lone message is not held back (a 2 ms wait
+// added 2 ms to every `calling` push in b2).
+#define HOOK_WAIT_MS 0
 #define CONCURRENCY_RETRY_S 1      // a requeue without an attempt waits at least this long
 #define UNAVAILABLE_RETRY_S 5      // VAPI unreachable: try the call again after this long
+#define CLOCK_SKEW_MS 60000        // between our clock and VAPI's createdAt, when looking a call up
 
 typedef struct {
     actor_ctx_t *ctx;
@@ -457,8 +461,12 @@ static void recover_expired_leases(dialer_t *self) {
         job->self = self;
         job->a = rows[i];
         memset(&rows[i], 0, sizeof rows[i]);   // ownership moved to the job
-        int rc = vapi_call_find(self->vapi, key, job->a.phone_number_id, job->a.dial_started_ms - 60000,
-                                job->a.booking_id, job->a.attempt + 1, on_call_found, job);
+        // The call, if VAPI made one, was created between the claim and the end of its lease (the
+        // POST times out well before): that window ± a minute of clock skew, however late the sweep.
+        int64_t lease_ms = (int64_t)self->ctx->cfg->scheduler_lease_s * 1000;
+        int rc = vapi_call_find_window(self->vapi, key, job->a.phone_number_id, job->a.dial_started_ms - CLOCK_SKEW_MS,
+                                       job->a.dial_started_ms + lease_ms + CLOCK_SKEW_MS, job->a.booking_id,
+                                       job->a.attempt + 1, on_call_found, job);
         crypto_secret_free(key, key_len);
         if (rc != 0) {
             dispatch_assignment_clear(&job->a);
@@ -618,9 +626,9 @@ static int on_hooks_due(zloop_t *loop, int timer_id, void *arg) {
     return 0;
 }
 
-// A verified VAPI server message. Ringing and in-progress are gathered for HOOK_WAIT_MS
-// (hook_flush); anything else first lets those before it be applied, so that each call's messages
-// take effect in the order they came.
+// A verified VAPI server message. Ringing and in-progress are gathered until the loop has drained
+// the inbox (HOOK_WAIT_MS, hook_flush); anything else first lets those before it be applied, so
+// that each call's messages take effect in the order they came.
 static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
     if (!is_calling_update(w)) {
         hook_flush(self);

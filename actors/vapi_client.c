@@ -32,6 +32,8 @@ struct vapi_client_t {
     char *webhook_secret;        // NULL when not configured
     int timeout_ms;
     int max_attempts;
+    int find_limit;              // 1..VAPI_FIND_LIMIT
+    int find_max_pages;          // >= 1
 };
 
 const char *vapi_result_name(vapi_result_t kind) {
@@ -193,21 +195,44 @@ int vapi_prepare_get(const vapi_client_t *self, const char *api_key, const char 
     return finish(out, add_auth(out, api_key));
 }
 
+// epoch ms → percent-encoded ISO-8601 with ms (curl_free it); NULL when out of range or no memory.
+static char *iso_param(int64_t ms) {
+    if (ms < 0 || ms > INT64_MAX / 1000) return NULL;
+    char iso[40];
+    util_rfc3339_ms(ms * 1000, iso, sizeof iso);
+    return curl_easy_escape(NULL, iso, 0);
+}
+
+// One page of a find: calls of the number created after after_ms and, when before_ms > 0, before
+// before_ms. Takes its settings as values, not the client, because later pages are built after the
+// client may have been destroyed.
+static int prepare_list(const char *api_base, int max_attempts, const char *api_key, const char *phone_number_id,
+                        int64_t after_ms, int64_t before_ms, int limit, httpc_prepared_t *out) {
+    memset(out, 0, sizeof *out);
+    out->method = "GET";
+    out->log_name = "vapi.call_find";
+    out->retryable = true;
+    out->max_attempts = max_attempts;
+    if (!is_token(phone_number_id, VAPI_TOKEN_MAX) || limit < 1 || limit > VAPI_FIND_LIMIT || before_ms < 0) return -1;
+    char *after = iso_param(after_ms);
+    char *before = before_ms > 0 ? iso_param(before_ms) : NULL;
+    int rc = -1;
+    if (after && (before || before_ms == 0)) {
+        if (asprintf(&out->url, "%s/call?createdAtGt=%s%s%s&phoneNumberId=%s&limit=%d", api_base, after,
+                     before ? "&createdAtLt=" : "", before ? before : "", phone_number_id, limit) < 0)
+            out->url = NULL;
+        rc = add_auth(out, api_key);
+    }
+    curl_free(after);
+    curl_free(before);
+    return finish(out, rc);
+}
+
 int vapi_prepare_find(const vapi_client_t *self, const char *api_key, const char *phone_number_id,
                       int64_t created_after_ms, httpc_prepared_t *out) {
     assert(self && out);
-    prepared_init(self, out, "GET", "vapi.call_find", true);
-    if (!is_token(phone_number_id, VAPI_TOKEN_MAX) || created_after_ms < 0 || created_after_ms > INT64_MAX / 1000)
-        return -1;
-    char iso[40];
-    util_rfc3339_ms(created_after_ms * 1000, iso, sizeof iso);
-    char *esc = curl_easy_escape(NULL, iso, 0);
-    if (!esc) return -1;
-    if (asprintf(&out->url, "%s/call?createdAtGt=%s&phoneNumberId=%s&limit=%d", self->api_base, esc, phone_number_id,
-                 VAPI_FIND_LIMIT) < 0)
-        out->url = NULL;
-    curl_free(esc);
-    return finish(out, add_auth(out, api_key));
+    return prepare_list(self->api_base, self->max_attempts, api_key, phone_number_id, created_after_ms, 0,
+                        self->find_limit, out);
 }
 
 int vapi_prepare_end(const vapi_client_t *self, const char *control_url, httpc_prepared_t *out) {
@@ -332,6 +357,7 @@ static void classify(const httpc_response_t *r, vapi_outcome_t *o, bool create) 
     memset(o, 0, sizeof *o);
     o->http_status = r->status;
     o->attempts = r->attempts;
+    o->pages = 1;
     o->transport_error = r->transport_error;
     long s = r->status;
     if (r->transport_error) {
@@ -391,8 +417,15 @@ void vapi_parse_get(const httpc_response_t *resp, vapi_outcome_t *out, vapi_call
 
 void vapi_parse_find(const httpc_response_t *resp, const char *name, vapi_outcome_t *out, vapi_call_t *call,
                      bool *has_call) {
+    vapi_find_page_t page;
+    vapi_parse_find_page(resp, name, out, call, has_call, &page);
+}
+
+void vapi_parse_find_page(const httpc_response_t *resp, const char *name, vapi_outcome_t *out, vapi_call_t *call,
+                          bool *has_call, vapi_find_page_t *page) {
     classify(resp, out, false);
     memset(call, 0, sizeof *call);
+    memset(page, 0, sizeof *page);
     *has_call = false;
     if (out->kind != VAPI_OK) return;
     json_t *root = api_json_loadb(resp->body, resp->body_len, 0);
@@ -405,7 +438,14 @@ void vapi_parse_find(const httpc_response_t *resp, const char *name, vapi_outcom
     size_t i;
     const json_t *item;
     vapi_call_t c;
+    page->count = json_array_size(list);
     json_array_foreach(list, i, item) {
+        // An undated item does not move the page boundary: it was either listed already or will be
+        // on a later page (the filters still hold for it).
+        int64_t at = get_time_ms(item, "createdAt");
+        if (at > 0 && page->oldest_ms > 0 && at > page->oldest_ms) page->unsorted = true;
+        if (at > 0 && (page->oldest_ms == 0 || at < page->oldest_ms)) page->oldest_ms = at;
+        if (at > page->newest_ms) page->newest_ms = at;
         const char *n = json_string_value(json_object_get(item, "name"));
         if (!n || !name || strcmp(n, name) != 0 || read_call(item, &c) != 0) continue;
         if (!*has_call || c.created_at_ms > call->created_at_ms) {
@@ -432,22 +472,21 @@ typedef struct {
     vapi_call_fn *call_done;
     vapi_end_fn *end_done;
     void *arg;
-    char name[VAPI_NAME_MAX + 1];   // find: the call's name
 } pending_call_t;
 
-static void log_outcome(const pending_call_t *c, const vapi_outcome_t *o) {
-    const char *op = op_names[c->op];
+static void log_outcome(const logger_t *log, op_t op_id, const vapi_outcome_t *o) {
+    const char *op = op_names[op_id];
     switch (o->kind) {
     case VAPI_CONCURRENCY:
-        log_info(&c->log, "vapi_concurrency", "op=%s status=%ld error=%s", op, o->http_status, o->error);
+        log_info(log, "vapi_concurrency", "op=%s status=%ld error=%s", op, o->http_status, o->error);
         break;
     case VAPI_ACCOUNT_ERROR:
     case VAPI_REJECTED:
-        log_warn(&c->log, "vapi_rejected", "op=%s kind=%s status=%ld error=%s", op, vapi_result_name(o->kind),
+        log_warn(log, "vapi_rejected", "op=%s kind=%s status=%ld error=%s", op, vapi_result_name(o->kind),
                  o->http_status, o->error);
         break;
     case VAPI_BAD_RESPONSE:
-        log_warn(&c->log, "vapi_bad_response", "op=%s status=%ld maybe_created=%d", op, o->http_status,
+        log_warn(log, "vapi_bad_response", "op=%s status=%ld maybe_created=%d", op, o->http_status,
                  o->maybe_created);
         break;
     default: break;
@@ -456,16 +495,16 @@ static void log_outcome(const pending_call_t *c, const vapi_outcome_t *o) {
 
 static void on_done(void *arg, const httpc_response_t *resp) {
     pending_call_t *c = arg;
-    vapi_outcome_t o;
+    vapi_outcome_t o = {0};   // every case sets it; gcc -O3 cannot tell
     vapi_call_t call;
     bool has_call = false;
     switch (c->op) {
     case OP_CREATE: vapi_parse_create(resp, &o, &call, &has_call); break;
     case OP_GET: vapi_parse_get(resp, &o, &call, &has_call); break;
-    case OP_FIND: vapi_parse_find(resp, c->name, &o, &call, &has_call); break;
+    case OP_FIND:   // not used: a find completes in on_find_page
     case OP_END: vapi_parse_end(resp, &o); break;
     }
-    log_outcome(c, &o);
+    log_outcome(&c->log, c->op, &o);
     if (c->op == OP_END) c->end_done(c->arg, &o);
     else c->call_done(c->arg, &o, has_call ? &call : NULL);
     explicit_bzero(call.control_url, sizeof call.control_url);
@@ -473,13 +512,12 @@ static void on_done(void *arg, const httpc_response_t *resp) {
 }
 
 static int submit(vapi_client_t *self, httpc_prepared_t *req, int prep_rc, op_t op, vapi_call_fn *call_done,
-                  vapi_end_fn *end_done, void *arg, const char *name) {
+                  vapi_end_fn *end_done, void *arg) {
     if (prep_rc != 0) return -1;
     pending_call_t *c = calloc(1, sizeof *c);
     int rc = -1;
     if (c) {
         *c = (pending_call_t){.log = self->log, .op = op, .call_done = call_done, .end_done = end_done, .arg = arg};
-        if (name) snprintf(c->name, sizeof c->name, "%s", name);
         rc = httpc_submit_prepared(self->http, req, 0, self->timeout_ms, on_done, c);
         if (rc != 0) free(c);
     }
@@ -491,31 +529,155 @@ int vapi_call_create(vapi_client_t *self, const vapi_create_params_t *p, vapi_ca
     assert(self && p && done);
     httpc_prepared_t req;
     int rc = vapi_prepare_create(self, p, &req);
-    return submit(self, &req, rc, OP_CREATE, done, NULL, arg, NULL);
+    return submit(self, &req, rc, OP_CREATE, done, NULL, arg);
 }
 
 int vapi_call_get(vapi_client_t *self, const char *api_key, const char *call_id, vapi_call_fn *done, void *arg) {
     assert(self && done);
     httpc_prepared_t req;
     int rc = vapi_prepare_get(self, api_key, call_id, &req);
-    return submit(self, &req, rc, OP_GET, done, NULL, arg, NULL);
+    return submit(self, &req, rc, OP_GET, done, NULL, arg);
+}
+
+// A find in progress: its own copies of everything a later page needs, because the client may be
+// destroyed while the find runs (the httpc may not: it completes or cancels every request).
+typedef struct {
+    logger_t log;
+    httpc_t *http;
+    char *api_base;
+    char *api_key;                  // wiped before it is freed
+    char phone_number_id[VAPI_TOKEN_MAX + 1];
+    char name[VAPI_NAME_MAX + 1];   // the call looked for
+    int64_t created_after_ms;
+    int64_t before_ms;              // the next page: createdAt < before_ms; 0 = no upper bound
+    int limit;                      // the next page's size
+    int pages;                      // requests made so far
+    int max_pages;
+    int attempts;                   // summed over the pages
+    int timeout_ms;
+    int max_attempts;
+    vapi_call_fn *done;
+    void *arg;
+} find_t;
+
+static void find_free(find_t *f) {
+    if (f->api_key) explicit_bzero(f->api_key, strlen(f->api_key));
+    free(f->api_key);
+    free(f->api_base);
+    free(f);
+}
+
+static void on_find_page(void *arg, const httpc_response_t *resp);
+
+// Sends the next page. 0, or -1 (nothing sent, on_find_page will not run for it).
+static int find_submit(find_t *f) {
+    httpc_prepared_t req;
+    if (prepare_list(f->api_base, f->max_attempts, f->api_key, f->phone_number_id, f->created_after_ms, f->before_ms,
+                     f->limit, &req) != 0)
+        return -1;
+    int rc = httpc_submit_prepared(f->http, &req, 0, f->timeout_ms, on_find_page, f);
+    httpc_prepared_clear(&req);
+    if (rc == 0) f->pages++;
+    return rc;
+}
+
+// The window was not searched to its end: report it as unavailable, never as "no such call", so
+// the dialer asks again later instead of dialling a second time.
+static void find_incomplete(const find_t *f, vapi_outcome_t *o, const char *why) {
+    log_warn(&f->log, "vapi_find_incomplete", "op=find reason=%s pages=%d limit=%d", why, f->pages, f->limit);
+    o->kind = VAPI_UNAVAILABLE;
+}
+
+// After a page was read: asks for the next one when the answer is not final. true when a request is
+// in flight again (done must not be called yet); false when *o is the answer.
+static bool find_next(find_t *f, const httpc_response_t *resp, vapi_outcome_t *o, bool has_call,
+                      const vapi_find_page_t *page) {
+    // Too large to read (HTTPC_BODY_MAX): the same page again, with fewer calls per page.
+    bool too_large = o->kind == VAPI_BAD_RESPONSE && resp->transport_error == CURLE_FILESIZE_EXCEEDED;
+    if (too_large && f->limit > 1 && f->pages < f->max_pages) {
+        f->limit /= 2;
+        return find_submit(f) == 0;   // if not sent, the bad response stands (the dialer asks again)
+    }
+    // Found, an error, or a page that was not full (VAPI had no more calls: "no such call" is true).
+    if (o->kind != VAPI_OK || has_call || page->count < (size_t)f->limit) return false;
+    // A full page without the call: older calls remain. The next page ends just after this one's
+    // oldest call: createdAtLt=oldest+1 ms rather than createdAtLe=oldest, because VAPI may keep
+    // createdAt finer than the millisecond it prints, and Le would then drop the rest of that
+    // millisecond. That strictly narrows the window only when the page spans more than one
+    // millisecond and VAPI applied the previous bound.
+    if (page->oldest_ms == 0 || page->oldest_ms == page->newest_ms ||
+        (f->before_ms > 0 && page->oldest_ms + 1 >= f->before_ms)) {
+        find_incomplete(f, o, "no_progress");
+        return false;
+    }
+    // Paging by the oldest createdAt skips nothing only if VAPI listed newest first (as documented):
+    // from a page in another order, calls newer than its oldest may still be unlisted.
+    if (page->unsorted) {
+        find_incomplete(f, o, "unsorted");
+        return false;
+    }
+    if (f->pages >= f->max_pages) {
+        find_incomplete(f, o, "page_bound");
+        return false;
+    }
+    f->before_ms = page->oldest_ms + 1;
+    if (find_submit(f) == 0) return true;
+    find_incomplete(f, o, "not_sent");
+    return false;
+}
+
+static void on_find_page(void *arg, const httpc_response_t *resp) {
+    find_t *f = arg;
+    vapi_outcome_t o;
+    vapi_call_t call;
+    bool has_call = false;
+    vapi_find_page_t page;
+    vapi_parse_find_page(resp, f->name, &o, &call, &has_call, &page);
+    f->attempts += o.attempts;
+    if (f->pages > 1) o.not_found = false;   // the list exists: a later 404 says nothing of the call
+    bool more = find_next(f, resp, &o, has_call, &page);
+    if (!more) {
+        o.attempts = f->attempts;
+        o.pages = f->pages;
+        log_outcome(&f->log, OP_FIND, &o);
+        f->done(f->arg, &o, has_call ? &call : NULL);
+    }
+    explicit_bzero(call.control_url, sizeof call.control_url);
+    if (!more) find_free(f);
 }
 
 int vapi_call_find(vapi_client_t *self, const char *api_key, const char *phone_number_id, int64_t created_after_ms,
                    const char *booking_id, int attempt, vapi_call_fn *done, void *arg) {
+    return vapi_call_find_window(self, api_key, phone_number_id, created_after_ms, 0, booking_id, attempt, done, arg);
+}
+
+int vapi_call_find_window(vapi_client_t *self, const char *api_key, const char *phone_number_id,
+                          int64_t created_after_ms, int64_t created_before_ms, const char *booking_id, int attempt,
+                          vapi_call_fn *done, void *arg) {
     assert(self && done);
-    char name[VAPI_NAME_MAX + 1];
-    if (vapi_call_name(booking_id, attempt, name, sizeof name) != 0) return -1;
-    httpc_prepared_t req;
-    int rc = vapi_prepare_find(self, api_key, phone_number_id, created_after_ms, &req);
-    return submit(self, &req, rc, OP_FIND, done, NULL, arg, name);
+    if (created_before_ms < 0 || (created_before_ms > 0 && created_before_ms <= created_after_ms)) return -1;
+    find_t *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    *f = (find_t){.log = self->log, .http = self->http, .created_after_ms = created_after_ms,
+                  .before_ms = created_before_ms, .limit = self->find_limit, .max_pages = self->find_max_pages,
+                  .timeout_ms = self->timeout_ms, .max_attempts = self->max_attempts, .done = done, .arg = arg};
+    f->api_base = strdup(self->api_base);
+    f->api_key = api_key ? strdup(api_key) : NULL;
+    bool ok = f->api_base && f->api_key && vapi_call_name(booking_id, attempt, f->name, sizeof f->name) == 0 &&
+              is_token(phone_number_id, VAPI_TOKEN_MAX);
+    if (ok) snprintf(f->phone_number_id, sizeof f->phone_number_id, "%s", phone_number_id);
+    if (!ok || find_submit(f) != 0) {
+        find_free(f);
+        return -1;
+    }
+    return 0;
 }
 
 int vapi_call_end(vapi_client_t *self, const char *control_url, vapi_end_fn *done, void *arg) {
     assert(self && done);
     httpc_prepared_t req;
     int rc = vapi_prepare_end(self, control_url, &req);
-    return submit(self, &req, rc, OP_END, NULL, done, arg, NULL);
+    return submit(self, &req, rc, OP_END, NULL, done, arg);
 }
 
 vapi_client_t *vapi_client_new(httpc_t *http, const vapi_config_t *cfg, const logger_t *lg) {
@@ -536,6 +698,8 @@ vapi_client_t *vapi_client_new(httpc_t *http, const vapi_config_t *cfg, const lo
     }
     self->timeout_ms = cfg->timeout_ms;
     self->max_attempts = cfg->max_attempts;
+    self->find_limit = cfg->find_limit > 0 && cfg->find_limit <= VAPI_FIND_LIMIT ? cfg->find_limit : VAPI_FIND_LIMIT;
+    self->find_max_pages = cfg->find_max_pages > 0 ? cfg->find_max_pages : VAPI_FIND_MAX_PAGES;
     if (!self->api_base || !self->server_url || !secret_ok) vapi_client_destroy(&self);
     return self;
 }

@@ -7,7 +7,7 @@
 //
 // Keys. VAPI keys belong to accounts, not to the client: every call that needs one takes it as an
 // argument, copies it into the request's Authorization header only, and httpc wipes that copy when
-// the request completes. Keys, control URLs (a control URL can end a live call without any key),
+// the request completes (a find also keeps one copy for its later pages, wiped when it ends). Keys, control URLs (a control URL can end a live call without any key),
 // request bodies (phone numbers) and VAPI's error messages (they may quote the request) are never
 // logged.
 //
@@ -34,7 +34,9 @@
 
 #define VAPI_NAME_MAX 40                 // CreateCallDTO.name: at most 40 characters at VAPI
 #define VAPI_SERVER_TIMEOUT_S 20         // assistantOverrides.server.timeoutSeconds
-#define VAPI_FIND_LIMIT 100              // GET /call?limit=
+#define VAPI_FIND_LIMIT 1000             // GET /call?limit= of vapi_call_find's pages: VAPI's maximum,
+                                         // so a busy number needs as few round trips as possible
+#define VAPI_FIND_MAX_PAGES 40           // requests one vapi_call_find makes before it gives up (unavailable)
 #define VAPI_MAX_DURATION_MIN_S 10       // maxDurationSeconds bounds at VAPI
 #define VAPI_MAX_DURATION_MAX_S 43200
 
@@ -47,6 +49,9 @@ typedef struct {
                                  // X-Vapi-Secret (providers.md §2.7); NULL or "" to leave it out
     int timeout_ms;              // per attempt; 0 = httpc's default
     int max_attempts;            // 0 = httpc's default (also bounds the unsent retries of a create)
+    int find_limit;              // vapi_call_find's page size; 0 (or more than VAPI_FIND_LIMIT) =
+                                 // VAPI_FIND_LIMIT. Tests use a few.
+    int find_max_pages;          // 0 = VAPI_FIND_MAX_PAGES
 } vapi_config_t;
 
 typedef enum {
@@ -64,7 +69,8 @@ const char *vapi_result_name(vapi_result_t kind);   // "ok", "concurrency", "acc
 typedef struct {
     vapi_result_t kind;
     long http_status;          // 0 when no answer came
-    int attempts;
+    int attempts;              // find: summed over its pages
+    int pages;                 // find: list requests made (1 for the other calls)
     int transport_error;       // CURLcode of the last attempt, 0 when an answer came
     bool not_found;            // 404
     bool maybe_created;        // create only: the call may exist at VAPI although we have no id (the
@@ -130,12 +136,38 @@ int vapi_call_name(const char *booking_id, int attempt, char *buf, size_t size);
 int vapi_call_create(vapi_client_t *self, const vapi_create_params_t *p, vapi_call_fn *done, void *arg);
 // GET {api_base}/call/{call_id}. Retried.
 int vapi_call_get(vapi_client_t *self, const char *api_key, const char *call_id, vapi_call_fn *done, void *arg);
-// GET {api_base}/call?createdAtGt=<created_after_ms as ISO-8601>&phoneNumberId=<id>&limit=100, then
-// the call named vapi_call_name(booking_id, attempt), if any (the newest when several). Retried.
-// Pass a created_after a little before the dial (clock skew): at most VAPI_FIND_LIMIT calls of that
-// number are searched.
+// Looks for the call named vapi_call_name(booking_id, attempt) (the newest when several) among the
+// number's calls created after created_after_ms: GET {api_base}/call?createdAtGt=<ISO-8601>
+// &phoneNumberId=<id>&limit=<find_limit>, newest first, then page by page towards older calls with
+// the same filters plus createdAtLt=<the oldest createdAt of the previous page + 1 ms> (so calls
+// sharing that millisecond are read again rather than skipped; reading one twice is harmless). Each
+// page is retried like any read. A page too large to read (HTTPC_BODY_MAX) is asked again with half
+// the limit. Pass a created_after a little before the dial (clock skew).
+//
+// What the dialer must be able to trust (it dials the attempt again on "no such call"):
+//   - VAPI_OK with a call: found;
+//   - VAPI_OK with call NULL ("no such call"): only after a page that was not full, i.e. VAPI
+//     listed every call of the number in the window and none has the name;
+//   - VAPI_UNAVAILABLE with http_status 2xx and transport_error 0: the window was not searched to
+//     the end: find_max_pages requests were made, or a full page could not lead further (all its
+//     calls share one createdAt, none is dated, VAPI ignored createdAtLt, or the page was not
+//     newest first, so paging by its oldest createdAt could skip calls), or the next page could
+//     not be sent (httpc shutting down). Not "no such call":
+//     the dialer's on_call_found treats every kind but VAPI_OK/not_found as "ask again at the next
+//     sweep", which never dials twice. Logged as vapi_find_incomplete reason=...;
+//   - any other outcome of a page, as for vapi_call_get; not_found (404) is kept for the first page
+//     only (the dialer treats it as "no such call"); a 404 on a later page proves nothing.
+// The key is copied for the later pages and wiped when done has been called. Retried.
 int vapi_call_find(vapi_client_t *self, const char *api_key, const char *phone_number_id, int64_t created_after_ms,
                    const char *booking_id, int attempt, vapi_call_fn *done, void *arg);
+// vapi_call_find limited to calls created before created_before_ms too (createdAtLt on the first
+// page; 0 = no limit, as vapi_call_find). Why: without it the window runs up to now, so on a busy
+// number it grows with every later sweep and may outgrow find_max_pages for good; a caller that
+// knows when the dial ended (plus clock skew) keeps it the size of the dial. -1 as well when
+// created_before_ms is not after created_after_ms.
+int vapi_call_find_window(vapi_client_t *self, const char *api_key, const char *phone_number_id,
+                          int64_t created_after_ms, int64_t created_before_ms, const char *booking_id, int attempt,
+                          vapi_call_fn *done, void *arg);
 // POST <control_url> {"type":"end-call"} (live call control, providers.md §2.3; no key). Retried.
 int vapi_call_end(vapi_client_t *self, const char *control_url, vapi_end_fn *done, void *arg);
 
@@ -144,6 +176,7 @@ int vapi_call_end(vapi_client_t *self, const char *control_url, vapi_end_fn *don
 // Build the exact request into *out (cleared first; clear it with httpc_prepared_clear). 0 or -1.
 int vapi_prepare_create(const vapi_client_t *self, const vapi_create_params_t *p, httpc_prepared_t *out);
 int vapi_prepare_get(const vapi_client_t *self, const char *api_key, const char *call_id, httpc_prepared_t *out);
+// vapi_prepare_find builds the first page of a find (find_limit calls, no createdAtLt).
 int vapi_prepare_find(const vapi_client_t *self, const char *api_key, const char *phone_number_id,
                       int64_t created_after_ms, httpc_prepared_t *out);
 int vapi_prepare_end(const vapi_client_t *self, const char *control_url, httpc_prepared_t *out);
@@ -156,6 +189,18 @@ void vapi_parse_create(const httpc_response_t *resp, vapi_outcome_t *out, vapi_c
 void vapi_parse_get(const httpc_response_t *resp, vapi_outcome_t *out, vapi_call_t *call, bool *has_call);
 void vapi_parse_find(const httpc_response_t *resp, const char *name, vapi_outcome_t *out, vapi_call_t *call,
                      bool *has_call);
+
+// What vapi_call_find needs of a page to decide whether to ask for the next one.
+typedef struct {
+    size_t count;        // items in the list, readable or not (a full page has `limit` of them)
+    int64_t oldest_ms;   // the oldest and newest createdAt among the items; 0 when none is dated
+    int64_t newest_ms;
+    bool unsorted;       // a dated item is newer than one before it (VAPI lists newest first)
+} vapi_find_page_t;
+
+// vapi_parse_find, plus *page (zeroed first).
+void vapi_parse_find_page(const httpc_response_t *resp, const char *name, vapi_outcome_t *out, vapi_call_t *call,
+                          bool *has_call, vapi_find_page_t *page);
 void vapi_parse_end(const httpc_response_t *resp, vapi_outcome_t *out);
 
 #endif

@@ -3,9 +3,11 @@
 // shapes providers.md §2 documents, each error kind and the three forms of over-concurrency), and
 // the glue through httpc against a scripted HTTP server in a thread of this test: a create is never
 // sent twice once it may have left (500, timeout), but is sent again while the connection is
-// refused; reads are retried.
+// refused; reads are retried; a find walks back page by page and says "no such call" only after
+// VAPI listed the whole window (otherwise: unavailable, so the dialer never dials twice).
 //
-// The server answers requests in arrival order from a script of steps (the last one repeats): a
+// The server answers requests in arrival order from a script of steps (the last one repeats; a new
+// script starts again at its first step): a
 // status and a body, optionally after a delay. It records each request's method, path,
 // Authorization header and body.
 #include <setjmp.h>
@@ -64,6 +66,7 @@ typedef struct {
     pthread_mutex_t mu;
     step_t steps[STUB_STEPS];
     size_t nsteps;
+    int first;   // the hit that stub_script's first step answers
     seen_t seen[STUB_SEEN];
     int hits;
 } stub_t;
@@ -90,6 +93,7 @@ static void stub_serve(stub_t *s, int fd) {
 
     pthread_mutex_lock(&s->mu);
     int hit = s->hits++;
+    size_t step_no = (size_t)(hit - s->first);
     if (hit < STUB_SEEN) {
         seen_t *r = &s->seen[hit];
         sscanf(buf, "%7s %511s", r->method, r->path);
@@ -97,7 +101,7 @@ static void stub_serve(stub_t *s, int fd) {
         header_value(buf, "Content-Type", r->content_type, sizeof r->content_type);
         snprintf(r->body, sizeof r->body, "%.*s", (int)want, end + 4);
     }
-    step_t step = s->nsteps ? s->steps[(size_t)hit < s->nsteps ? (size_t)hit : s->nsteps - 1]
+    step_t step = s->nsteps ? s->steps[step_no < s->nsteps ? step_no : s->nsteps - 1]
                             : (step_t){.status = 200, .body = "{}"};
     pthread_mutex_unlock(&s->mu);
 
@@ -146,6 +150,7 @@ static void stub_script(stub_t *s, const step_t *steps, size_t n) {
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n && i < STUB_STEPS; i++) s->steps[i] = steps[i];
     s->nsteps = n < STUB_STEPS ? n : STUB_STEPS;
+    s->first = s->hits;   // a new script starts at its first step
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -376,7 +381,7 @@ static void test_get_find_and_end_requests(void **state) {
     assert_int_equal(vapi_prepare_find(fx->vapi, KEY, "ph-9a8b", 1795293060123LL, &r), 0);
     assert_string_equal(r.method, "GET");
     assert_string_equal(r.url,
-                        "https://api.vapi.test/call?createdAtGt=2026-11-21T20%3A31%3A00.123Z&phoneNumberId=ph-9a8b&limit=100");
+                        "https://api.vapi.test/call?createdAtGt=2026-11-21T20%3A31%3A00.123Z&phoneNumberId=ph-9a8b&limit=1000");
     assert_string_equal(httpc_prepared_header(&r, "Authorization"), "Bearer " KEY);
     assert_true(r.retryable);
     httpc_prepared_clear(&r);
@@ -649,6 +654,23 @@ static void test_find_picks_the_newest_call_with_the_name(void **state) {
     assert_int_equal(o.kind, VAPI_OK);
     assert_false(has);
     assert_string_equal(c.id, "");
+    // what a find needs to page on: every item counts, only dated ones bound the page
+    vapi_find_page_t page;
+    vapi_parse_find_page(&resp, BID " #3", &o, &c, &has, &page);
+    assert_int_equal(page.count, 6);
+    assert_int_equal(page.oldest_ms, 1795293061000LL);   // 20:31:01.000
+    assert_int_equal(page.newest_ms, 1795293090000LL);   // 20:31:30.000
+    assert_true(page.unsorted);                           // 20:31:01 is listed before 20:31:30
+    resp = answer(200, "[" "{\"id\":\"a\",\"createdAt\":\"2026-11-21T20:31:09.000Z\"},"
+                       "{\"id\":\"b\"},{\"id\":\"c\",\"createdAt\":\"2026-11-21T20:31:09.000Z\"},"
+                       "{\"id\":\"d\",\"createdAt\":\"2026-11-21T20:31:01.000Z\"}]");
+    vapi_parse_find_page(&resp, BID " #3", &o, &c, &has, &page);
+    assert_int_equal(page.count, 4);
+    assert_false(page.unsorted);                          // equal times and undated items are in order
+    resp = answer(200, "[]");
+    vapi_parse_find_page(&resp, BID " #3", &o, &c, &has, &page);
+    assert_int_equal(page.count, 0);
+    assert_int_equal(page.oldest_ms, 0);
 
     resp = answer(200, "{\"results\":[{\"id\":\"c-p\",\"name\":\"booking bk-1 #1\"}],\"metadata\":{}}");
     vapi_parse_find(&resp, "booking bk-1 #1", &o, &c, &has);
@@ -843,7 +865,7 @@ static void test_find_and_end_through_httpc(void **state) {
     assert_string_equal(fx->results[0].call.id, "c-9");
     assert_int_equal(fx->results[0].outcome.attempts, 2);
     assert_string_equal(fx->stub.seen[1].path,
-                        "/call?createdAtGt=2026-11-21T20%3A31%3A00.123Z&phoneNumberId=ph-9a8b&limit=100");
+                        "/call?createdAtGt=2026-11-21T20%3A31%3A00.123Z&phoneNumberId=ph-9a8b&limit=1000");
 
     assert_int_equal(vapi_call_end(fx->local, control, on_end_counted, &fx->results[1]), 0);
     run_until_done(fx, 1, 10000);
@@ -859,6 +881,240 @@ static void test_find_and_end_through_httpc(void **state) {
     assert_int_equal(vapi_call_find(fx->local, KEY, "ph-9a8b", 0, "bk 7", 1, on_call_counted, &fx->results[2]), -1);
     assert_int_equal(vapi_call_end(fx->local, "nope", on_end_counted, &fx->results[2]), -1);
     assert_false(fx->results[2].called);
+}
+
+// ---- find: page by page ------------------------------------------------------------------------
+
+// 2026-11-21T20:31:00.123Z, the find's created_after in these tests.
+#define AFTER_MS 1795293060123LL
+#define FIND_PATH "/call?createdAtGt=2026-11-21T20%3A31%3A00.123Z"
+
+// A client whose finds read pages of `limit` calls, at most `pages` of them.
+static vapi_client_t *paged_client(fx_t *fx, int limit, int pages) {
+    vapi_config_t c = {.api_base = fx->base, .public_url = "https://sweety.example/", .timeout_ms = 2000,
+                       .max_attempts = 3, .find_limit = limit, .find_max_pages = pages};
+    return vapi_client_new(fx->http, &c, &fx->lg);
+}
+
+// One listed call: its id, name and createdAt (whole seconds after 20:31:00 plus ms, so pages can
+// share a millisecond).
+#define LISTED(id, name, ms) "{\"id\":\"" id "\",\"name\":\"" name "\",\"createdAt\":\"2026-11-21T20:31:" ms "Z\"}"
+
+// Runs a find of booking bk-7 attempt 1 on `vapi` into fx->results[slot]; returns the requests it made.
+static int run_find(fx_t *fx, vapi_client_t *vapi, const step_t *steps, size_t n, int slot) {
+    stub_script(&fx->stub, steps, n);
+    int before = stub_hits(&fx->stub);
+    assert_int_equal(vapi_call_find(vapi, KEY, "ph-9a8b", AFTER_MS, "bk-7", 1, on_call_counted, &fx->results[slot]), 0);
+    run_until_done(fx, 1, 10000);
+    assert_true(fx->results[slot].called);
+    return stub_hits(&fx->stub) - before;
+}
+
+// Hundreds of calls a second on one number: the lost dial's call is older than a full page, so the
+// find walks back page by page (each bounded by the previous page's oldest createdAt + 1 ms, which
+// lists that millisecond again) until it reaches it.
+static void test_find_reads_older_pages_until_it_finds_the_call(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 3, 5);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "booking bk-8 #1", "09.000") "," LISTED("c-b", "booking bk-9 #1", "08.500") ","
+                     LISTED("c-c", "booking bk-7 #2", "08.250") "]";
+    // c-c again (same millisecond as the bound), then two older ones: still full, still not there
+    const char *p2 = "[" LISTED("c-c", "booking bk-7 #2", "08.250") "," LISTED("c-d", "booking bk-6 #1", "08.250") ","
+                     LISTED("c-e", "booking bk-5 #1", "07.001") "]";
+    const char *p3 = "[" LISTED("c-e", "booking bk-5 #1", "07.001") "," LISTED("c-7", "booking bk-7 #1", "06.000") "]";
+    step_t steps[] = {{200, 0, p1}, {200, 0, p2}, {200, 0, p3}};
+    assert_int_equal(run_find(fx, vapi, steps, 3, 0), 3);
+    result_t *r = &fx->results[0];
+    assert_int_equal(r->outcome.kind, VAPI_OK);
+    assert_true(r->has_call);
+    assert_string_equal(r->call.id, "c-7");
+    assert_int_equal(r->outcome.pages, 3);
+    assert_int_equal(r->outcome.attempts, 3);
+    assert_string_equal(fx->stub.seen[0].path, FIND_PATH "&phoneNumberId=ph-9a8b&limit=3");
+    assert_string_equal(fx->stub.seen[1].path,
+                        FIND_PATH "&createdAtLt=2026-11-21T20%3A31%3A08.251Z&phoneNumberId=ph-9a8b&limit=3");
+    assert_string_equal(fx->stub.seen[2].path,
+                        FIND_PATH "&createdAtLt=2026-11-21T20%3A31%3A07.002Z&phoneNumberId=ph-9a8b&limit=3");
+    for (int i = 0; i < 3; i++) assert_string_equal(fx->stub.seen[i].auth, "Bearer " KEY);
+    vapi_client_destroy(&vapi);
+}
+
+// The window may end too: its first page already carries createdAtLt, later ones narrow it.
+static void test_find_window_bounds_the_first_page_too(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 2, 5);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    const char *p2 = "[" LISTED("c-7", "booking bk-7 #1", "07.000") "]";
+    step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
+    stub_script(&fx->stub, steps, 2);
+    // 20:31:00.123 .. 20:31:10.000
+    assert_int_equal(vapi_call_find_window(vapi, KEY, "ph-9a8b", AFTER_MS, 1795293070000LL, "bk-7", 1,
+                                           on_call_counted, &fx->results[0]),
+                     0);
+    run_until_done(fx, 1, 10000);
+    assert_int_equal(fx->results[0].outcome.kind, VAPI_OK);
+    assert_string_equal(fx->results[0].call.id, "c-7");
+    assert_string_equal(fx->stub.seen[0].path,
+                        FIND_PATH "&createdAtLt=2026-11-21T20%3A31%3A10.000Z&phoneNumberId=ph-9a8b&limit=2");
+    assert_string_equal(fx->stub.seen[1].path,
+                        FIND_PATH "&createdAtLt=2026-11-21T20%3A31%3A08.001Z&phoneNumberId=ph-9a8b&limit=2");
+    // an empty or inverted window is refused at once
+    assert_int_equal(vapi_call_find_window(vapi, KEY, "ph-9a8b", AFTER_MS, AFTER_MS, "bk-7", 1, on_call_counted,
+                                           &fx->results[1]),
+                     -1);
+    assert_int_equal(
+        vapi_call_find_window(vapi, KEY, "ph-9a8b", AFTER_MS, -5, "bk-7", 1, on_call_counted, &fx->results[1]), -1);
+    assert_false(fx->results[1].called);
+    vapi_client_destroy(&vapi);
+}
+
+// "No such call" (which makes the dialer dial again) only once VAPI listed the whole window: a page
+// that is not full.
+static void test_find_says_no_such_call_only_after_a_page_that_is_not_full(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 2, 5);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "booking bk-8 #1", "09.000") "," LISTED("c-b", "booking bk-9 #1", "08.000") "]";
+    const char *p2 = "[" LISTED("c-c", "booking bk-7 #2", "07.000") "]";
+    step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
+    assert_int_equal(run_find(fx, vapi, steps, 2, 0), 2);
+    result_t *r = &fx->results[0];
+    assert_int_equal(r->outcome.kind, VAPI_OK);
+    assert_false(r->has_call);
+    assert_false(r->outcome.not_found);
+    assert_int_equal(r->outcome.pages, 2);
+
+    // an empty page after a full one says the same
+    step_t empty[] = {{200, 0, p1}, {200, 0, "[]"}};
+    assert_int_equal(run_find(fx, vapi, empty, 2, 1), 2);
+    assert_int_equal(fx->results[1].outcome.kind, VAPI_OK);
+    assert_false(fx->results[1].has_call);
+    vapi_client_destroy(&vapi);
+}
+
+// When the window cannot be searched to its end the answer is "unavailable" (the dialer asks again
+// later), never "no such call" (the dialer would dial the attempt a second time).
+static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 2, 3);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    const char *p2 = "[" LISTED("c-c", "x #3", "07.000") "," LISTED("c-d", "x #4", "06.000") "]";
+    const char *p3 = "[" LISTED("c-e", "x #5", "05.000") "," LISTED("c-f", "x #6", "04.000") "]";
+    const char *p4 = "[" LISTED("c-7", "booking bk-7 #1", "03.000") "]";
+
+    // the page bound: three full pages read, the fourth (which has the call) never asked for
+    step_t bound[] = {{200, 0, p1}, {200, 0, p2}, {200, 0, p3}, {200, 0, p4}};
+    assert_int_equal(run_find(fx, vapi, bound, 4, 0), 3);
+    result_t *r = &fx->results[0];
+    assert_int_equal(r->outcome.kind, VAPI_UNAVAILABLE);
+    assert_false(r->has_call);
+    assert_false(r->outcome.not_found);
+    assert_int_equal(r->outcome.http_status, 200);
+    assert_int_equal(r->outcome.transport_error, 0);
+    assert_int_equal(r->outcome.pages, 3);
+
+    // no progress: a full page whose calls all share one millisecond (the next page would be it again)
+    const char *same = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "09.000") "]";
+    step_t stuck[] = {{200, 0, same}, {200, 0, p4}};
+    assert_int_equal(run_find(fx, vapi, stuck, 2, 1), 1);
+    assert_int_equal(fx->results[1].outcome.kind, VAPI_UNAVAILABLE);
+    assert_false(fx->results[1].has_call);
+
+    // no progress: VAPI ignored createdAtLt and listed the same page again
+    step_t ignored[] = {{200, 0, p1}, {200, 0, p1}, {200, 0, p4}};
+    assert_int_equal(run_find(fx, vapi, ignored, 3, 2), 2);
+    assert_int_equal(fx->results[2].outcome.kind, VAPI_UNAVAILABLE);
+
+    // no progress: a full page without a single readable createdAt
+    const char *undated_page = "[{\"id\":\"c-a\",\"name\":\"x #1\"},{\"id\":\"c-b\",\"name\":\"x #2\"}]";
+    step_t undated[] = {{200, 0, undated_page}, {200, 0, p4}};
+    assert_int_equal(run_find(fx, vapi, undated, 2, 3), 1);
+    assert_int_equal(fx->results[3].outcome.kind, VAPI_UNAVAILABLE);
+
+    // not newest first: paging by the oldest createdAt could skip calls, so it does not try
+    memset(fx->results, 0, sizeof fx->results);
+    const char *unsorted = "[" LISTED("c-b", "x #2", "08.000") "," LISTED("c-a", "x #1", "09.000") "]";
+    step_t odd[] = {{200, 0, unsorted}, {200, 0, p4}};
+    assert_int_equal(run_find(fx, vapi, odd, 2, 0), 1);
+    assert_int_equal(fx->results[0].outcome.kind, VAPI_UNAVAILABLE);
+    assert_false(fx->results[0].has_call);
+    vapi_client_destroy(&vapi);
+}
+
+// A later page's refusal is reported as it is, but its 404 does not mean "no such call".
+static void test_find_later_page_errors_are_not_no_such_call(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 2, 5);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    step_t gone[] = {{200, 0, p1}, {404, 0, "{\"message\":\"Not Found\",\"statusCode\":404}"}};
+    assert_int_equal(run_find(fx, vapi, gone, 2, 0), 2);
+    assert_int_equal(fx->results[0].outcome.kind, VAPI_REJECTED);
+    assert_false(fx->results[0].outcome.not_found);
+    assert_false(fx->results[0].has_call);
+
+    step_t down[] = {{200, 0, p1}, {503, 0, ""}};   // the last step repeats: every retry fails
+    assert_int_equal(run_find(fx, vapi, down, 2, 1), 4);
+    assert_int_equal(fx->results[1].outcome.kind, VAPI_UNAVAILABLE);
+    assert_int_equal(fx->results[1].outcome.http_status, 503);
+    assert_int_equal(fx->results[1].outcome.attempts, 4);   // 1 + 3, summed over the pages
+    vapi_client_destroy(&vapi);
+}
+
+// A page too large to read (HTTPC_BODY_MAX) is asked again with half as many calls.
+static void test_find_halves_a_page_too_large_to_read(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 4, 5);
+    assert_non_null(vapi);
+    size_t big_len = HTTPC_BODY_MAX + 4096;
+    char *big = malloc(big_len + 1);
+    assert_non_null(big);
+    memset(big, ' ', big_len);
+    big[0] = '[';
+    big[big_len - 1] = ']';
+    big[big_len] = '\0';
+    const char *small = "[" LISTED("c-7", "booking bk-7 #1", "03.000") "]";
+    step_t steps[] = {{200, 0, big}, {200, 0, small}};
+    assert_int_equal(run_find(fx, vapi, steps, 2, 0), 2);
+    assert_int_equal(fx->results[0].outcome.kind, VAPI_OK);
+    assert_true(fx->results[0].has_call);
+    assert_string_equal(fx->results[0].call.id, "c-7");
+    assert_string_equal(fx->stub.seen[1].path, FIND_PATH "&phoneNumberId=ph-9a8b&limit=2");
+    free(big);
+    vapi_client_destroy(&vapi);
+}
+
+// The client may go while a find walks its pages; httpc's destruction ends it with one callback.
+static void test_find_outlives_its_client_and_ends_once(void **state) {
+    fx_t *fx = *state;
+    vapi_client_t *vapi = paged_client(fx, 2, 5);
+    assert_non_null(vapi);
+    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    const char *p2 = "[" LISTED("c-7", "booking bk-7 #1", "07.000") "]";
+    step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
+    stub_script(&fx->stub, steps, 2);
+    assert_int_equal(vapi_call_find(vapi, KEY, "ph-9a8b", AFTER_MS, "bk-7", 1, on_call_counted, &fx->results[0]), 0);
+    vapi_client_destroy(&vapi);
+    run_until_done(fx, 1, 10000);
+    assert_int_equal(fx->results[0].outcome.kind, VAPI_OK);
+    assert_string_equal(fx->results[0].call.id, "c-7");
+
+    // cancelled between pages: the second page is slow and httpc goes first
+    vapi = paged_client(fx, 2, 5);
+    step_t slow[] = {{200, 0, p1}, {200, 3000, p2}};
+    stub_script(&fx->stub, slow, 2);
+    assert_int_equal(vapi_call_find(vapi, KEY, "ph-9a8b", AFTER_MS, "bk-7", 1, on_call_counted, &fx->results[1]), 0);
+    vapi_client_destroy(&vapi);
+    int64_t until = util_monotonic_ms() + 5000;
+    while (stub_hits(&fx->stub) < 4 && util_monotonic_ms() < until) run_until_done(fx, 1, 20);
+    assert_false(fx->results[1].called);
+    httpc_destroy(&fx->http);   // teardown tolerates NULL
+    assert_true(fx->results[1].called);
+    assert_int_equal(fx->results[1].outcome.kind, VAPI_UNAVAILABLE);
+    assert_false(fx->results[1].has_call);
 }
 
 static void test_client_needs_its_urls(void **state) {
@@ -894,6 +1150,13 @@ int main(void) {
         T(test_create_is_sent_again_while_the_connection_is_refused),
         T(test_get_is_retried_after_500),
         T(test_find_and_end_through_httpc),
+        T(test_find_reads_older_pages_until_it_finds_the_call),
+        T(test_find_window_bounds_the_first_page_too),
+        T(test_find_says_no_such_call_only_after_a_page_that_is_not_full),
+        T(test_find_is_unavailable_when_it_cannot_search_to_the_end),
+        T(test_find_later_page_errors_are_not_no_such_call),
+        T(test_find_halves_a_page_too_large_to_read),
+        T(test_find_outlives_its_client_and_ends_once),
         T(test_client_needs_its_urls),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
