@@ -41,6 +41,7 @@ typedef struct {
     httpc_t *http;
     stripe_client_t *stripe;          // NULL when Stripe is not configured
     cryptomus_client_t *cryptomus;    // NULL when Cryptomus is not configured
+    token_signer_t *signer;           // security.token_secret keyed once: issues every status token
     int64_t next_reconcile_ms;
     int64_t next_purge_ms;
 } payments_t;
@@ -127,9 +128,8 @@ static void finish_create(payments_t *self, int64_t request_id, const char *idem
 }
 
 static int issue_token(payments_t *self, const char *booking_id, char *token, size_t size) {
-    const config_t *cfg = self->ctx->cfg;
-    return token_issue(cfg->security_token_secret, booking_id, (int64_t)time(NULL), cfg->security_token_ttl_s, token,
-                       size);
+    return token_signer_issue(self->signer, booking_id, (int64_t)time(NULL), self->ctx->cfg->security_token_ttl_s,
+                              token, size);
 }
 
 // 201 for a created booking: status_token always, checkout_url for paid plans.
@@ -721,6 +721,13 @@ static int payments_create(actor_ctx_t *ctx, void **state) {
         return -1;
     }
     const config_t *cfg = ctx->cfg;
+    const char *secrets[] = {cfg->security_token_secret ? cfg->security_token_secret : "", NULL};
+    self->signer = token_signer_new(secrets);
+    if (!self->signer) {
+        httpc_destroy(&self->http);
+        free(self);
+        return -1;
+    }
     if (cfg->stripe_secret_key) {
         stripe_config_t sc = {.api_base = cfg->stripe_api_base, .secret_key = cfg->stripe_secret_key,
                               .public_url = cfg->http_public_url, .timeout_ms = PROVIDER_TIMEOUT_MS};
@@ -746,6 +753,7 @@ static void payments_destroy(actor_ctx_t *ctx, void **state) {
     stripe_client_destroy(&self->stripe);
     cryptomus_client_destroy(&self->cryptomus);
     httpc_destroy(&self->http);
+    token_signer_destroy(&self->signer);
     free(self);
     *state = NULL;
 }
