@@ -893,12 +893,24 @@ static void test_find_and_end_through_httpc(void **state) {
 static vapi_client_t *paged_client(fx_t *fx, int limit, int pages) {
     vapi_config_t c = {.api_base = fx->base, .public_url = "https://sweety.example/", .timeout_ms = 2000,
                        .max_attempts = 3, .find_limit = limit, .find_max_pages = pages};
-    return vapi_client_new(fx->http, &c, &fx->lg);
+    vapi_client_t *vapi = vapi_client_new(fx->http, &c, &fx->lg);
+    assert_non_null(vapi);
+    return vapi;
 }
 
 // One listed call: its id, name and createdAt (whole seconds after 20:31:00 plus ms, so pages can
 // share a millisecond).
 #define LISTED(id, name, ms) "{\"id\":\"" id "\",\"name\":\"" name "\",\"createdAt\":\"2026-11-21T20:31:" ms "Z\"}"
+// A full page of two other calls, and a later page holding the call looked for (bk-7 #1).
+#define PAGE_OTHERS "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]"
+#define PAGE_WANTED "[" LISTED("c-7", "booking bk-7 #1", "07.000") "]"
+
+// The find ended without a call and without saying "no such call" (kind tells how).
+static void assert_no_call(const result_t *r, vapi_result_t kind) {
+    assert_int_equal(r->outcome.kind, kind);
+    assert_false(r->has_call);
+    assert_false(r->outcome.not_found);
+}
 
 // Runs a find of booking bk-7 attempt 1 on `vapi` into fx->results[slot]; returns the requests it made.
 static int run_find(fx_t *fx, vapi_client_t *vapi, const step_t *steps, size_t n, int slot) {
@@ -916,7 +928,6 @@ static int run_find(fx_t *fx, vapi_client_t *vapi, const step_t *steps, size_t n
 static void test_find_reads_older_pages_until_it_finds_the_call(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 3, 5);
-    assert_non_null(vapi);
     const char *p1 = "[" LISTED("c-a", "booking bk-8 #1", "09.000") "," LISTED("c-b", "booking bk-9 #1", "08.500") ","
                      LISTED("c-c", "booking bk-7 #2", "08.250") "]";
     // c-c again (same millisecond as the bound), then two older ones: still full, still not there
@@ -944,9 +955,7 @@ static void test_find_reads_older_pages_until_it_finds_the_call(void **state) {
 static void test_find_window_bounds_the_first_page_too(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 2, 5);
-    assert_non_null(vapi);
-    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
-    const char *p2 = "[" LISTED("c-7", "booking bk-7 #1", "07.000") "]";
+    const char *p1 = PAGE_OTHERS, *p2 = PAGE_WANTED;
     step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
     stub_script(&fx->stub, steps, 2);
     // 20:31:00.123 .. 20:31:10.000
@@ -975,15 +984,12 @@ static void test_find_window_bounds_the_first_page_too(void **state) {
 static void test_find_says_no_such_call_only_after_a_page_that_is_not_full(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 2, 5);
-    assert_non_null(vapi);
     const char *p1 = "[" LISTED("c-a", "booking bk-8 #1", "09.000") "," LISTED("c-b", "booking bk-9 #1", "08.000") "]";
     const char *p2 = "[" LISTED("c-c", "booking bk-7 #2", "07.000") "]";
     step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
     assert_int_equal(run_find(fx, vapi, steps, 2, 0), 2);
     result_t *r = &fx->results[0];
-    assert_int_equal(r->outcome.kind, VAPI_OK);
-    assert_false(r->has_call);
-    assert_false(r->outcome.not_found);
+    assert_no_call(r, VAPI_OK);
     assert_int_equal(r->outcome.pages, 2);
 
     // an empty page after a full one says the same
@@ -999,8 +1005,7 @@ static void test_find_says_no_such_call_only_after_a_page_that_is_not_full(void 
 static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 2, 3);
-    assert_non_null(vapi);
-    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    const char *p1 = PAGE_OTHERS;
     const char *p2 = "[" LISTED("c-c", "x #3", "07.000") "," LISTED("c-d", "x #4", "06.000") "]";
     const char *p3 = "[" LISTED("c-e", "x #5", "05.000") "," LISTED("c-f", "x #6", "04.000") "]";
     const char *p4 = "[" LISTED("c-7", "booking bk-7 #1", "03.000") "]";
@@ -1009,9 +1014,7 @@ static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **sta
     step_t bound[] = {{200, 0, p1}, {200, 0, p2}, {200, 0, p3}, {200, 0, p4}};
     assert_int_equal(run_find(fx, vapi, bound, 4, 0), 3);
     result_t *r = &fx->results[0];
-    assert_int_equal(r->outcome.kind, VAPI_UNAVAILABLE);
-    assert_false(r->has_call);
-    assert_false(r->outcome.not_found);
+    assert_no_call(r, VAPI_UNAVAILABLE);
     assert_int_equal(r->outcome.http_status, 200);
     assert_int_equal(r->outcome.transport_error, 0);
     assert_int_equal(r->outcome.pages, 3);
@@ -1020,8 +1023,7 @@ static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **sta
     const char *same = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "09.000") "]";
     step_t stuck[] = {{200, 0, same}, {200, 0, p4}};
     assert_int_equal(run_find(fx, vapi, stuck, 2, 1), 1);
-    assert_int_equal(fx->results[1].outcome.kind, VAPI_UNAVAILABLE);
-    assert_false(fx->results[1].has_call);
+    assert_no_call(&fx->results[1], VAPI_UNAVAILABLE);
 
     // no progress: VAPI ignored createdAtLt and listed the same page again
     step_t ignored[] = {{200, 0, p1}, {200, 0, p1}, {200, 0, p4}};
@@ -1039,8 +1041,7 @@ static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **sta
     const char *unsorted = "[" LISTED("c-b", "x #2", "08.000") "," LISTED("c-a", "x #1", "09.000") "]";
     step_t odd[] = {{200, 0, unsorted}, {200, 0, p4}};
     assert_int_equal(run_find(fx, vapi, odd, 2, 0), 1);
-    assert_int_equal(fx->results[0].outcome.kind, VAPI_UNAVAILABLE);
-    assert_false(fx->results[0].has_call);
+    assert_no_call(&fx->results[0], VAPI_UNAVAILABLE);
     vapi_client_destroy(&vapi);
 }
 
@@ -1048,8 +1049,7 @@ static void test_find_is_unavailable_when_it_cannot_search_to_the_end(void **sta
 static void test_find_later_page_errors_are_not_no_such_call(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 2, 5);
-    assert_non_null(vapi);
-    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
+    const char *p1 = PAGE_OTHERS;
     step_t gone[] = {{200, 0, p1}, {404, 0, "{\"message\":\"Not Found\",\"statusCode\":404}"}};
     assert_int_equal(run_find(fx, vapi, gone, 2, 0), 2);
     assert_int_equal(fx->results[0].outcome.kind, VAPI_REJECTED);
@@ -1068,7 +1068,6 @@ static void test_find_later_page_errors_are_not_no_such_call(void **state) {
 static void test_find_halves_a_page_too_large_to_read(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 4, 5);
-    assert_non_null(vapi);
     size_t big_len = HTTPC_BODY_MAX + 4096;
     char *big = malloc(big_len + 1);
     assert_non_null(big);
@@ -1091,9 +1090,7 @@ static void test_find_halves_a_page_too_large_to_read(void **state) {
 static void test_find_outlives_its_client_and_ends_once(void **state) {
     fx_t *fx = *state;
     vapi_client_t *vapi = paged_client(fx, 2, 5);
-    assert_non_null(vapi);
-    const char *p1 = "[" LISTED("c-a", "x #1", "09.000") "," LISTED("c-b", "x #2", "08.000") "]";
-    const char *p2 = "[" LISTED("c-7", "booking bk-7 #1", "07.000") "]";
+    const char *p1 = PAGE_OTHERS, *p2 = PAGE_WANTED;
     step_t steps[] = {{200, 0, p1}, {200, 0, p2}};
     stub_script(&fx->stub, steps, 2);
     assert_int_equal(vapi_call_find(vapi, KEY, "ph-9a8b", AFTER_MS, "bk-7", 1, on_call_counted, &fx->results[0]), 0);
@@ -1113,8 +1110,7 @@ static void test_find_outlives_its_client_and_ends_once(void **state) {
     assert_false(fx->results[1].called);
     httpc_destroy(&fx->http);   // teardown tolerates NULL
     assert_true(fx->results[1].called);
-    assert_int_equal(fx->results[1].outcome.kind, VAPI_UNAVAILABLE);
-    assert_false(fx->results[1].has_call);
+    assert_no_call(&fx->results[1], VAPI_UNAVAILABLE);
 }
 
 static void test_client_needs_its_urls(void **state) {
