@@ -588,6 +588,25 @@ static void remove_temp_dir(const char *dir) {
     assert_int_equal(rmdir(dir), 0);
 }
 
+// A broker with its trace socket in a fresh temporary folder (ipc://<dir>/trace).
+typedef struct {
+    char dir[64];
+    char endpoint[128];
+    zactor_t *broker;
+} traced_bus_t;
+
+static void traced_bus_start(traced_bus_t *tb, int64_t keep) {
+    make_temp_dir(tb->dir, sizeof tb->dir);
+    snprintf(tb->endpoint, sizeof tb->endpoint, "ipc://%s/trace", tb->dir);
+    tb->broker = start_broker(tb->endpoint, keep);
+}
+
+// Stops the broker (which removes its socket file), then the folder.
+static void traced_bus_stop(traced_bus_t *tb) {
+    zactor_destroy(&tb->broker);
+    remove_temp_dir(tb->dir);
+}
+
 static void publish_status(bus_endpoint_t *ep, int64_t seq) {
     bus_msg_t msg;
     bus_msg_init(&msg, BUS_BOOKING_STATUS);
@@ -809,11 +828,9 @@ static json_int_t line_seq(json_t *line) {
 
 static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
     (void)state;
-    char dir[64], endpoint[128];
-    make_temp_dir(dir, sizeof dir);
-    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
     const int64_t keep = 20;
-    zactor_t *broker = start_broker(endpoint, keep);
+    traced_bus_t tb;
+    traced_bus_start(&tb, keep);
     bus_endpoint_t *ep = bus_endpoint_new("supervisor", NULL);
     assert_non_null(ep);
 
@@ -823,27 +840,27 @@ static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
         snprintf(name, sizeof name, "a%d", i);
         publish_started(ep, name);
     }
-    assert_int_equal(zstr_send(broker, "STARTUP-DONE"), 0);
-    assert_int_equal(broker_stats(broker).in, 5);   // a round trip: the window is closed now
+    assert_int_equal(zstr_send(tb.broker, "STARTUP-DONE"), 0);
+    assert_int_equal(broker_stats(tb.broker).in, 5);   // a round trip: the window is closed now
 
     // then more than `keep` messages; one of the last is a body that does not decode
     for (int64_t seq = 1; seq <= 45; seq++) publish_status(ep, seq);
-    assert_int_equal(broker_stats(broker).in, 50);
+    assert_int_equal(broker_stats(tb.broker).in, 50);
     zsock_t *raw = zsock_new_push(">" BUS_IN);
     assert_non_null(raw);
     zsock_send(raw, "sb", "booking.status", "\x93\x01", (size_t)2);
     int64_t deadline = util_monotonic_ms() + WAIT_MS;
-    while (broker_stats(broker).in != 51 && util_monotonic_ms() < deadline) zclock_sleep(5);
-    assert_true(broker_stats(broker).in == 51);
+    while (broker_stats(tb.broker).in != 51 && util_monotonic_ms() < deadline) zclock_sleep(5);
+    assert_true(broker_stats(tb.broker).in == 51);
     for (int64_t seq = 46; seq <= 50; seq++) publish_status(ep, seq);
 
     // a client connecting now: 5 pinned + the last 20 (one undecodable) + 3 live ones
     FILE *out = tmpfile();
     assert_non_null(out);
-    trace_job_t job = {endpoint, "", 5 + 19 + 3, WAIT_MS, out, -2};
+    trace_job_t job = {tb.endpoint, "", 5 + 19 + 3, WAIT_MS, out, -2};
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, trace_job_run, &job), 0);
-    assert_true(wait_for_clients(broker, 1));
+    assert_true(wait_for_clients(tb.broker, 1));
     for (int64_t seq = 51; seq <= 53; seq++) publish_status(ep, seq);
     pthread_join(thread, NULL);
     assert_int_equal(job.rc, 0);
@@ -869,7 +886,7 @@ static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
     // a filtered client sees only its prefix, then stops when nothing more comes
     out = tmpfile();
     assert_non_null(out);
-    assert_int_equal(trace_client_run(endpoint, "actor.", 0, 300, out), 1);
+    assert_int_equal(trace_client_run(tb.endpoint, "actor.", 0, 300, out), 1);
     n = read_lines(out, lines, 64);
     assert_int_equal(n, 5);
     for (size_t i = 0; i < n; i++) {
@@ -882,7 +899,7 @@ static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
     zsock_t *dealer = zsock_new(ZMQ_DEALER);
     assert_non_null(dealer);
     zsock_set_identity(dealer, "same-client");
-    assert_int_equal(zsock_connect(dealer, "%s", endpoint), 0);
+    assert_int_equal(zsock_connect(dealer, "%s", tb.endpoint), 0);
     for (int round = 0; round < 2; round++) {
         assert_int_equal(zsock_send(dealer, "ss", "SUB", "actor."), 0);
         for (int i = 0; i < 5; i++) {
@@ -903,16 +920,13 @@ static void test_trace_replays_startup_then_last_kept_then_live(void **state) {
 
     zsock_destroy(&raw);
     bus_endpoint_destroy(&ep);
-    zactor_destroy(&broker);
-    remove_temp_dir(dir);   // the broker removed its socket file
+    traced_bus_stop(&tb);
 }
 
 static void test_trace_client_limit_and_departed_clients(void **state) {
     (void)state;
-    char dir[64], endpoint[128];
-    make_temp_dir(dir, sizeof dir);
-    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
-    zactor_t *broker = start_broker(endpoint, 1000);
+    traced_bus_t tb;
+    traced_bus_start(&tb, 1000);
     bus_endpoint_t *ep = bus_endpoint_new("limits", NULL);
     assert_non_null(ep);
     publish_started(ep, "limits");
@@ -921,10 +935,10 @@ static void test_trace_client_limit_and_departed_clients(void **state) {
     for (int i = 0; i < BUS_TRACE_CLIENTS_MAX; i++) {
         clients[i] = zsock_new(ZMQ_DEALER);
         assert_non_null(clients[i]);
-        assert_int_equal(zsock_connect(clients[i], "%s", endpoint), 0);
+        assert_int_equal(zsock_connect(clients[i], "%s", tb.endpoint), 0);
         assert_int_equal(zsock_send(clients[i], "ss", "SUB", ""), 0);
     }
-    assert_true(wait_for_clients(broker, BUS_TRACE_CLIENTS_MAX));
+    assert_true(wait_for_clients(tb.broker, BUS_TRACE_CLIENTS_MAX));
     for (int i = 0; i < BUS_TRACE_CLIENTS_MAX; i++) {   // each got the replay
         assert_true(readable(clients[i], WAIT_MS));
         zmsg_t *m = zmsg_recv(clients[i]);
@@ -935,13 +949,13 @@ static void test_trace_client_limit_and_departed_clients(void **state) {
     // one too many: the broker checks who is still there (a PING to each), then refuses it
     zsock_t *extra = zsock_new(ZMQ_DEALER);
     assert_non_null(extra);
-    assert_int_equal(zsock_connect(extra, "%s", endpoint), 0);
+    assert_int_equal(zsock_connect(extra, "%s", tb.endpoint), 0);
     assert_int_equal(zsock_send(extra, "ss", "SUB", ""), 0);
     assert_true(readable(clients[0], WAIT_MS));
     char *ping = zstr_recv(clients[0]);
     assert_string_equal(ping, "PING");
     zstr_free(&ping);
-    assert_int_equal(broker_stats(broker).clients, BUS_TRACE_CLIENTS_MAX);
+    assert_int_equal(broker_stats(tb.broker).clients, BUS_TRACE_CLIENTS_MAX);
     assert_false(readable(extra, 0));
 
     // one leaves: the next attempt takes its place
@@ -957,21 +971,18 @@ static void test_trace_client_limit_and_departed_clients(void **state) {
         }
     }
     assert_true(accepted);
-    assert_int_equal(broker_stats(broker).clients, BUS_TRACE_CLIENTS_MAX);
+    assert_int_equal(broker_stats(tb.broker).clients, BUS_TRACE_CLIENTS_MAX);
 
     zsock_destroy(&extra);
     for (int i = 0; i < BUS_TRACE_CLIENTS_MAX; i++) zsock_destroy(&clients[i]);
     bus_endpoint_destroy(&ep);
-    zactor_destroy(&broker);
-    remove_temp_dir(dir);
+    traced_bus_stop(&tb);
 }
 
 static void test_slow_trace_client_never_blocks_the_bus(void **state) {
     (void)state;
-    char dir[64], endpoint[128];
-    make_temp_dir(dir, sizeof dir);
-    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
-    zactor_t *broker = start_broker(endpoint, 1000);
+    traced_bus_t tb;
+    traced_bus_start(&tb, 1000);
     const char *const subs[] = {"booking.", NULL};
     bus_endpoint_t *sub = bus_endpoint_new("slow-sub", subs);
     bus_endpoint_t *pub = bus_endpoint_new("slow-pub", NULL);
@@ -981,30 +992,29 @@ static void test_slow_trace_client_never_blocks_the_bus(void **state) {
     zsock_t *lazy = zsock_new(ZMQ_DEALER);   // subscribes, then never reads
     assert_non_null(lazy);
     zsock_set_rcvhwm(lazy, 10);
-    assert_int_equal(zsock_connect(lazy, "%s", endpoint), 0);
+    assert_int_equal(zsock_connect(lazy, "%s", tb.endpoint), 0);
     assert_int_equal(zsock_send(lazy, "ss", "SUB", ""), 0);
-    assert_true(wait_for_clients(broker, 1));
+    assert_true(wait_for_clients(tb.broker, 1));
 
     // keep publishing (and reading as a normal subscriber) until the lazy client is dropped
     int64_t deadline = util_monotonic_ms() + 30000;
     int64_t seq = 0;
     uint64_t seen = 0;
     bus_msg_t got;
-    while (broker_stats(broker).clients != 0 && util_monotonic_ms() < deadline) {
+    while (broker_stats(tb.broker).clients != 0 && util_monotonic_ms() < deadline) {
         for (int i = 0; i < 2000; i++) publish_status(pub, ++seq);
         while (readable(bus_endpoint_events(sub), 0)) {
             assert_int_equal(bus_endpoint_recv(sub, bus_endpoint_events(sub), &got), BUS_OK);
             seen++;
         }
     }
-    assert_int_equal(broker_stats(broker).clients, 0);
+    assert_int_equal(broker_stats(tb.broker).clients, 0);
     assert_true(seen > 0);
 
     zsock_destroy(&lazy);
     bus_endpoint_destroy(&pub);
     bus_endpoint_destroy(&sub);
-    zactor_destroy(&broker);
-    remove_temp_dir(dir);
+    traced_bus_stop(&tb);
 }
 
 // ---- trace copies: batches, order, flushing ----------------------------------------------------
@@ -1121,17 +1131,15 @@ static void test_trace_batches_copies_until_full_old_or_flushed(void **state) {
 
 static void test_trace_keeps_each_senders_order(void **state) {
     (void)state;
-    char dir[64], endpoint[128];
-    make_temp_dir(dir, sizeof dir);
-    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
-    zactor_t *broker = start_broker(endpoint, 1000);
+    traced_bus_t tb;
+    traced_bus_start(&tb, 1000);
     bus_endpoint_t *a = bus_endpoint_new("order-a", NULL);
     bus_endpoint_t *b = bus_endpoint_new("order-b", NULL);
     bus_endpoint_t *other = bus_endpoint_new("order-other", NULL);
     assert_non_null(a);
     assert_non_null(b);
     assert_non_null(other);
-    assert_int_equal(zstr_send(broker, "STARTUP-DONE"), 0);
+    assert_int_equal(zstr_send(tb.broker, "STARTUP-DONE"), 0);
 
     // commands and events from one sender, mixed, across more than one full batch, while another
     // sender publishes in between; then a client that connects late and reads everything
@@ -1142,7 +1150,7 @@ static void test_trace_keeps_each_senders_order(void **state) {
         if (i % 50 == 0) publish_status(other, -i);
     }
     assert_int_equal(bus_endpoint_flush(a), BUS_OK);
-    zsock_t *dealer = trace_subscribe(endpoint, "");
+    zsock_t *dealer = trace_subscribe(tb.endpoint, "");
     int64_t expect = 1;
     bus_msg_t msg;
     while (expect <= n && next_traced(dealer, WAIT_MS, &msg)) {
@@ -1167,8 +1175,7 @@ static void test_trace_keeps_each_senders_order(void **state) {
     bus_endpoint_destroy(&other);
     bus_endpoint_destroy(&b);
     bus_endpoint_destroy(&a);
-    zactor_destroy(&broker);
-    remove_temp_dir(dir);
+    traced_bus_stop(&tb);
 }
 
 // Appends one trace record to `batch` (bus_batch_next's format).
@@ -1259,10 +1266,8 @@ static const actor_spec_t relay_spec = {
 
 static void test_actor_loop_flushes_trace_copies_before_waiting(void **state) {
     (void)state;
-    char dir[64], endpoint[128];
-    make_temp_dir(dir, sizeof dir);
-    snprintf(endpoint, sizeof endpoint, "ipc://%s/trace", dir);
-    zactor_t *broker = start_broker(endpoint, 1000);
+    traced_bus_t tb;
+    traced_bus_start(&tb, 1000);
     bus_endpoint_t *sink = bus_endpoint_new("relay-sink", NULL);
     bus_endpoint_t *test = bus_endpoint_new("relay-test", NULL);
     assert_non_null(sink);
@@ -1273,8 +1278,8 @@ static void test_actor_loop_flushes_trace_copies_before_waiting(void **state) {
     actor_args_t args = {.spec = &relay_spec, .cfg = &cfg};
     zactor_t *relay = actor_start(actor_run, &args, "relay", &test_log);
     assert_non_null(relay);
-    zsock_t *dealer = trace_subscribe(endpoint, "actor.ping");
-    assert_true(wait_for_clients(broker, 1));
+    zsock_t *dealer = trace_subscribe(tb.endpoint, "actor.ping");
+    assert_true(wait_for_clients(tb.broker, 1));
 
     // a command the relay sends from its handler: traced without anything else happening
     bus_msg_t msg;
@@ -1293,8 +1298,7 @@ static void test_actor_loop_flushes_trace_copies_before_waiting(void **state) {
     zactor_destroy(&relay);
     bus_endpoint_destroy(&test);
     bus_endpoint_destroy(&sink);
-    zactor_destroy(&broker);
-    remove_temp_dir(dir);
+    traced_bus_stop(&tb);
 }
 
 // A listening AF_UNIX socket at `path`, as another daemon would have. Returns its fd.
