@@ -54,7 +54,18 @@
 #define UNAVAILABLE_RETRY_S 5      // VAPI unreachable: try the call again after this long
 #define CLOCK_SKEW_MS 60000        // between our clock and VAPI's createdAt, when looking a call up
 
+typedef struct dialer dialer_t;
+
+// A batch the loop applies once its timer fires (wait_ms 0: when the loop has taken what its
+// sockets held). Each is a member of its dialer, which outlives the timer.
 typedef struct {
+    dialer_t *self;
+    int wait_ms;
+    bool armed;                      // the timer is set
+    void (*flush)(dialer_t *self);
+} deferred_t;
+
+struct dialer {
     actor_ctx_t *ctx;
     httpc_t *http;
     vapi_client_t *vapi;
@@ -64,14 +75,29 @@ typedef struct {
     char owner[64];   // this instance's name on the leases it takes over
     char pending[DIAL_BATCH][STORE_UUID_LEN];   // bookings handed over (call.assigned), not yet loaded
     size_t npending;
-    bool flush_armed;                            // a dial_flush is due from the loop
+    deferred_t dials;                            // dial_flush
     struct start_item *starts;                   // calls VAPI accepted, not yet recorded (START_BATCH)
     size_t nstarts;
-    bool starts_armed;                           // a start_flush is due from the loop
+    deferred_t start_records;                    // start_flush
     bus_vapi_webhook_t *hooks;                   // ringing / in-progress not yet applied (HOOK_BATCH)
     size_t nhooks;
-    bool hooks_armed;                            // a hook_flush is due from the loop
-} dialer_t;
+    deferred_t hook_applies;                     // hook_flush
+};
+
+// A batch applied from the loop a moment later (see defer); `flush` may also be called at once.
+static int on_deferred_due(zloop_t *loop, int timer_id, void *arg) {
+    deferred_t *d = arg;
+    d->armed = false;
+    d->flush(d->self);
+    return 0;
+}
+
+// Arms d's one-shot timer unless it is armed already; without a timer, flushes at once.
+static void defer(dialer_t *self, deferred_t *d) {
+    if (d->armed) return;
+    if (zloop_timer(self->ctx->loop, d->wait_ms, 1, on_deferred_due, d) != -1) d->armed = true;
+    else d->flush(self);
+}
 
 // A call VAPI accepted, to record (dispatch_started) and announce (call.started).
 typedef struct start_item {
@@ -299,21 +325,12 @@ static void start_flush(dialer_t *self) {
     OPENSSL_cleanse(self->starts, n * sizeof *self->starts);
 }
 
-static int on_starts_due(zloop_t *loop, int timer_id, void *arg) {
-    dialer_t *self = arg;
-    self->starts_armed = false;
-    start_flush(self);
-    return 0;
-}
-
 // VAPI accepted the call of assignment a: it is recorded with the others accepted within
 // START_WAIT_MS (a burst of dials brings a burst of answers), or before the next VAPI message.
 static void start_later(dialer_t *self, const dispatch_assignment_t *a, const vapi_call_t *call) {
     if (self->nstarts == START_BATCH) start_flush(self);
     start_item_fill(&self->starts[self->nstarts++], a, call);
-    if (self->starts_armed) return;
-    if (zloop_timer(self->ctx->loop, START_WAIT_MS, 1, on_starts_due, self) != -1) self->starts_armed = true;
-    else start_flush(self);
+    defer(self, &self->start_records);
 }
 
 static void on_call_created(void *arg, const vapi_outcome_t *outcome, const vapi_call_t *call) {
@@ -400,21 +417,12 @@ static void dial_flush(dialer_t *self) {
     dispatch_assignments_free(&rows, n);
 }
 
-static int on_flush_due(zloop_t *loop, int timer_id, void *arg) {
-    dialer_t *self = arg;
-    self->flush_armed = false;
-    dial_flush(self);
-    return 0;
-}
-
 // call.assigned: the booking joins the batch, which is loaded once the loop has taken what its
 // inbox holds (a claim hands over up to 64 calls at once).
 static void dial(dialer_t *self, const char *booking_id) {
     if (self->npending == DIAL_BATCH) dial_flush(self);
     snprintf(self->pending[self->npending++], STORE_UUID_LEN, "%s", booking_id);
-    if (self->flush_armed) return;
-    if (zloop_timer(self->ctx->loop, 0, 1, on_flush_due, self) != -1) self->flush_armed = true;
-    else dial_flush(self);
+    defer(self, &self->dials);
 }
 
 // ---- lost answers and quiet calls ---------------------------------------------------------------
@@ -619,13 +627,6 @@ static void hook_flush(dialer_t *self) {
     }
 }
 
-static int on_hooks_due(zloop_t *loop, int timer_id, void *arg) {
-    dialer_t *self = arg;
-    self->hooks_armed = false;
-    hook_flush(self);
-    return 0;
-}
-
 // A verified VAPI server message. Ringing and in-progress are gathered until the loop has drained
 // the inbox (HOOK_WAIT_MS, hook_flush); anything else first lets those before it be applied, so
 // that each call's messages take effect in the order they came.
@@ -637,9 +638,7 @@ static void on_vapi_webhook(dialer_t *self, const bus_vapi_webhook_t *w) {
     }
     if (self->nhooks == HOOK_BATCH) hook_flush(self);
     self->hooks[self->nhooks++] = *w;
-    if (self->hooks_armed) return;
-    if (zloop_timer(self->ctx->loop, HOOK_WAIT_MS, 1, on_hooks_due, self) != -1) self->hooks_armed = true;
-    else hook_flush(self);
+    defer(self, &self->hook_applies);
 }
 
 // ---- the actor ----------------------------------------------------------------------------------
@@ -664,6 +663,9 @@ static int dialer_create(actor_ctx_t *ctx, void **state) {
     dialer_t *self = calloc(1, sizeof *self);
     if (!self) return -1;
     self->ctx = ctx;
+    self->dials = (deferred_t){.self = self, .wait_ms = 0, .flush = dial_flush};
+    self->start_records = (deferred_t){.self = self, .wait_ms = START_WAIT_MS, .flush = start_flush};
+    self->hook_applies = (deferred_t){.self = self, .wait_ms = HOOK_WAIT_MS, .flush = hook_flush};
     char host[32] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(self->owner, sizeof self->owner, "%s:%d:dialer", host, (int)getpid());
